@@ -1,6 +1,11 @@
 /**
- * @hes/blockdev: The in-process virtual disk: Volume with read/write/flush/discard/writeZeroes/compareAndWrite/copyRange, snapshots, clones and changed-block diff.
- *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * @hes/blockdev: the in-process virtual disk. Today: the BlockDevice contract that exporters
+ * (NBD) and volumes share. The Volume itself arrives with issue 6 (see README).
  */
-export {};
+export type {
+  AllocationExtent,
+  BlockDevice,
+  RangeRequest,
+  WriteRequest,
+  WriteZeroesRequest,
+} from "./block-device.js";
