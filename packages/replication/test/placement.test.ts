@@ -45,7 +45,7 @@ describe("chooseReplicas", () => {
     }
   });
 
-  test("within a domain, nodes are drawn in proportion to capacity × (1 − utilisation)²", () => {
+  test("in a domain, nodes are drawn in proportion to capacity × (1 − utilisation)²", () => {
     const h = new Harness();
     h.init();
     h.addNode(1, "d0", 3 * TiB);

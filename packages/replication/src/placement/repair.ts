@@ -4,7 +4,8 @@
  * every chunk placed with fewer replicas than its volume wants (placed while a domain was
  * missing), a ReplaceReplica that adds one; for every move touching a down node, a CancelMove
  * (or a FinishMove when its target is already in sync) first. Chunks with no possible new
- * home (no node with room in a domain the chunk does not use) are left for later. Like rebalance, this is advice: the map re-checks each command.
+ * home (no node with room in a domain the chunk does not use) are left for later. Like
+ * rebalance, this is advice: the map re-checks each command.
  *
  * Chunks whose only in-sync replica is on the down node are skipped: nobody can rebuild them
  * until that node returns (the map would refuse with HES_QUORUM_LOST anyway).
