@@ -5,6 +5,7 @@
  * Not built yet: the chunk-replica service and its client, rebuild/catch-up data movement and
  * scrub (see README.md).
  */
+export { decodeChunkTable, encodeChunkTable } from "./cluster-map/chunk-table.js";
 export { type ApplyContext, ClusterMap } from "./cluster-map/cluster-map.js";
 export {
   type CommandFields,

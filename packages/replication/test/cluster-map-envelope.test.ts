@@ -13,7 +13,9 @@ import { ClusterCommandSchema, ClusterMapStateSchema, NodeState } from "@hes/pro
 import {
   ClusterMap,
   COMMAND_BYTES_MAX,
+  decodeChunkTable,
   decodeCommand,
+  encodeChunkTable,
   encodeCommand,
   GRACE_PERIOD_MS_DEFAULT,
   stampCommand,
@@ -165,17 +167,66 @@ describe("snapshot and restore", () => {
     );
     // Two replicas of a chunk in one failure domain: decodes, but breaks an invariant.
     const message = fromBinary(ClusterMapStateSchema, before);
-    const chunk = message.chunks[0];
+    const chunks = decodeChunkTable(message.chunkTable, 6);
+    const chunk = chunks[0];
     assert.ok(chunk !== undefined && chunk.replicas[0]?.nodeId === 1);
-    const second = chunk.replicas[1];
-    assert.ok(second !== undefined && !chunk.replicas.some((r) => r.nodeId === 2));
-    second.nodeId = 2; // node 2 shares domain d0 with node 1
+    assert.ok(!chunk.replicas.some((r) => r.nodeId === 2));
+    // Node 2 shares domain d0 with node 1.
+    const replicas = chunk.replicas.map((r, i) => (i === 1 ? { ...r, nodeId: 2 } : r));
+    message.chunkTable = encodeChunkTable([{ ...chunk, replicas }, ...chunks.slice(1)]);
     refuse(toBinary(ClusterMapStateSchema, message), /share domain d0/);
     // Nodes out of order.
     const unsorted = fromBinary(ClusterMapStateSchema, before);
     unsorted.nodes.reverse();
     refuse(toBinary(ClusterMapStateSchema, unsorted), /not sorted/);
     assert.deepEqual(h.map.snapshot(), before);
+  });
+});
+
+describe("chunk table", () => {
+  const chunk = {
+    volumeId: 0xffff_ffff,
+    chunkIndex: (1 << 20) - 1,
+    placedAtIndex: Number.MAX_SAFE_INTEGER,
+    moveFromNodeId: 7,
+    moveToNodeId: 0xffff_ffff,
+    replicas: [
+      {
+        nodeId: 7,
+        state: "in-sync" as const,
+        durableSeq: 2 ** 53 - 1,
+        bytesDone: 0,
+        bytesTotal: 0,
+      },
+      {
+        nodeId: 0xffff_ffff,
+        state: "filling" as const,
+        durableSeq: 0,
+        bytesDone: 5,
+        bytesTotal: 9,
+      },
+      { nodeId: 1, state: "stale" as const, durableSeq: 128, bytesDone: 127, bytesTotal: 16384 },
+    ],
+  };
+
+  test("round-trips records with extreme values", () => {
+    const bytes = encodeChunkTable([chunk, { ...chunk, volumeId: 1, replicas: [] }]);
+    assert.deepEqual(decodeChunkTable(bytes, 6), [chunk, { ...chunk, volumeId: 1, replicas: [] }]);
+    assert.deepEqual(decodeChunkTable(new Uint8Array(0), 6), []);
+  });
+
+  test("truncated, overlong or unknown input is HES_BAD_FORMAT", () => {
+    const bytes = encodeChunkTable([chunk]);
+    const refuse = (input: Uint8Array, why: RegExp) =>
+      assert.throws(
+        () => decodeChunkTable(input, 6),
+        (e) => isHesError(e, "HES_BAD_FORMAT") && why.test(e.message),
+      );
+    for (let cut = 1; cut < bytes.length; cut++) refuse(bytes.subarray(0, cut), /truncated/);
+    refuse(new Uint8Array(9).fill(0xff), /too long/);
+    refuse(new Uint8Array([1, 0, 0, 0, 0, 1, 1, 9, 0, 0, 0]), /unknown replica state/);
+    refuse(new Uint8Array([1, 0, 0, 0, 0, 7]), /7 replicas/);
+    refuse(Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), /out of range/);
   });
 });
 

@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Prng } from "@hes/base";
-import { nodeCapacityBytes, planRebalance, utilisationOf } from "@hes/replication";
+import { ClusterMap, nodeCapacityBytes, planRebalance, utilisationOf } from "@hes/replication";
 import { GiB, Harness, MiB, TiB } from "./harness.ts";
 
 const SEED = 20_240_505;
@@ -124,6 +124,14 @@ test("placement: 16 nodes, 4 domains, 2,000 volumes: domains, balance, data move
   const after = spread(h);
   assertDistinctDomains(h);
   assert.deepEqual(h.map.checkInvariants(), []);
+  // The Raft snapshot of this map: size, and time to encode and to decode with every check.
+  let t = performance.now();
+  const snapshot = h.map.snapshot();
+  const encodeMs = performance.now() - t;
+  t = performance.now();
+  const restored = ClusterMap.fromSnapshot(snapshot);
+  const decodeMs = performance.now() - t;
+  assert.deepEqual(restored.snapshot(), snapshot);
   const ratio = second.bytes / minimumBytes;
   // The least that reaches the ±10% target: the new node at 90% of the mean.
   const strictRatio = second.bytes / (0.9 * minimumBytes);
@@ -142,6 +150,8 @@ test("placement: 16 nodes, 4 domains, 2,000 volumes: domains, balance, data move
         `${tib(minimumBytes)} (its fair share); ratio ${ratio.toFixed(3)} (vs 90% of the fair ` +
         `share, the least that meets ±10%: ${strictRatio.toFixed(3)}); worst ` +
         `${pct(after.worst)} off the mean`,
+      `  snapshot: ${snapshot.length} bytes (${(snapshot.length / chunks).toFixed(1)} per chunk), ` +
+        `encoded in ${encodeMs.toFixed(0)} ms, decoded and checked in ${decodeMs.toFixed(0)} ms`,
     ].join("\n"),
   );
   assert.ok(balanced.worst <= 0.1, `after rebalance: ${(balanced.worst * 100).toFixed(2)}% off`);

@@ -7,8 +7,6 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { HesError, isNodeId } from "@hes/base";
 import {
-  type ClusterMapChunk,
-  type ClusterMapChunkSchema,
   type ClusterMapNode,
   type ClusterMapNodeSchema,
   type ClusterMapState,
@@ -16,18 +14,16 @@ import {
   type ClusterMapVolume,
   type ClusterMapVolumeSchema,
   NodeState as WireNodeState,
-  ReplicaState as WireReplicaState,
 } from "@hes/proto";
-import { CHUNKS_PER_VOLUME_MAX, CLUSTER_MAP_FORMAT, VOLUME_ID_MAX } from "../limits.js";
+import {
+  CHUNKS_PER_VOLUME_MAX,
+  CLUSTER_MAP_FORMAT,
+  REPLICATION_FACTOR_MAX,
+  VOLUME_ID_MAX,
+} from "../limits.js";
+import { decodeChunkTable, encodeChunkTable } from "./chunk-table.js";
 import { checkInvariants } from "./invariants.js";
-import type {
-  ChunkRecord,
-  NodeRecord,
-  NodeState,
-  ReplicaRecord,
-  ReplicaState,
-  VolumeRecord,
-} from "./model.js";
+import type { ChunkRecord, NodeRecord, NodeState, VolumeRecord } from "./model.js";
 import { MapState } from "./state.js";
 
 const NODE_STATE_TO_WIRE: Readonly<Record<NodeState, WireNodeState>> = {
@@ -36,17 +32,11 @@ const NODE_STATE_TO_WIRE: Readonly<Record<NodeState, WireNodeState>> = {
   draining: WireNodeState.DRAINING,
   removed: WireNodeState.REMOVED,
 };
-const REPLICA_STATE_TO_WIRE: Readonly<Record<ReplicaState, WireReplicaState>> = {
-  "in-sync": WireReplicaState.IN_SYNC,
-  stale: WireReplicaState.STALE,
-  filling: WireReplicaState.FILLING,
-};
 
 function invert<K extends string>(table: Readonly<Record<K, number>>): Map<number, K> {
   return new Map(Object.entries(table).map(([k, v]) => [v as number, k as K]));
 }
 const NODE_STATE_FROM_WIRE = invert(NODE_STATE_TO_WIRE);
-const REPLICA_STATE_FROM_WIRE = invert(REPLICA_STATE_TO_WIRE);
 
 /** The wire name of a node state (shared with the status view). */
 export function nodeStateToWire(state: NodeState): WireNodeState {
@@ -57,25 +47,8 @@ const big = BigInt;
 
 /** Encodes the whole map, deterministically. */
 export function encodeState(state: MapState): Uint8Array {
-  const chunks: MessageInitShape<typeof ClusterMapChunkSchema>[] = [];
-  for (const volume of state.volumes()) {
-    for (const chunk of state.chunksOfVolume(volume.volumeId)) {
-      chunks.push({
-        volumeId: big(chunk.volumeId),
-        chunkIndex: big(chunk.chunkIndex),
-        replicas: chunk.replicas.map((r) => ({
-          nodeId: r.nodeId,
-          state: REPLICA_STATE_TO_WIRE[r.state],
-          durableSeq: big(r.durableSeq),
-          bytesDone: big(r.bytesDone),
-          bytesTotal: big(r.bytesTotal),
-        })),
-        moveFromNodeId: chunk.moveFromNodeId,
-        moveToNodeId: chunk.moveToNodeId,
-        placedAtIndex: big(chunk.placedAtIndex),
-      });
-    }
-  }
+  const chunks: ChunkRecord[] = [];
+  for (const volume of state.volumes()) chunks.push(...state.chunksOfVolume(volume.volumeId));
   const message = create(ClusterMapStateSchema, {
     format: CLUSTER_MAP_FORMAT,
     clusterId: state.clusterId,
@@ -87,7 +60,7 @@ export function encodeState(state: MapState): Uint8Array {
     nextSnapshotId: big(state.nextSnapshotId),
     nodes: state.nodes().map(encodeNode),
     volumes: state.volumes().map(encodeVolume),
-    chunks,
+    chunkTable: encodeChunkTable(chunks),
   });
   return toBinary(ClusterMapStateSchema, message);
 }
@@ -199,26 +172,13 @@ function decodeVolume(volume: ClusterMapVolume): VolumeRecord {
   };
 }
 
-function decodeChunk(chunk: ClusterMapChunk): ChunkRecord {
-  const replicas: ReplicaRecord[] = chunk.replicas.map((r) => {
-    const state = REPLICA_STATE_FROM_WIRE.get(r.state);
-    if (state === undefined) bad(`replica has unknown state ${r.state}`);
-    return {
-      nodeId: nodeIdOf(r.nodeId, "replica node"),
-      state,
-      durableSeq: num(r.durableSeq, "durable seq"),
-      bytesDone: num(r.bytesDone, "bytes done"),
-      bytesTotal: num(r.bytesTotal, "bytes total"),
-    };
-  });
-  return {
-    volumeId: num(chunk.volumeId, "chunk volume", VOLUME_ID_MAX),
-    chunkIndex: num(chunk.chunkIndex, "chunk index", CHUNKS_PER_VOLUME_MAX - 1),
-    replicas,
-    moveFromNodeId: nodeIdOf(chunk.moveFromNodeId, "move source", true),
-    moveToNodeId: nodeIdOf(chunk.moveToNodeId, "move target", true),
-    placedAtIndex: num(chunk.placedAtIndex, "placed at"),
-  };
+function checkChunk(chunk: ChunkRecord): ChunkRecord {
+  num(BigInt(chunk.volumeId), "chunk volume", VOLUME_ID_MAX);
+  num(BigInt(chunk.chunkIndex), "chunk index", CHUNKS_PER_VOLUME_MAX - 1);
+  nodeIdOf(chunk.moveFromNodeId, "move source", true);
+  nodeIdOf(chunk.moveToNodeId, "move target", true);
+  for (const replica of chunk.replicas) nodeIdOf(replica.nodeId, "replica node");
+  return chunk;
 }
 
 /** Fails unless `keys` is strictly increasing (sorted, no duplicates): the canonical order. */
@@ -241,7 +201,7 @@ export function decodeState(bytes: Uint8Array): MapState {
   }
   const nodes = message.nodes.map(decodeNode);
   const volumes = message.volumes.map(decodeVolume);
-  const chunks = message.chunks.map(decodeChunk);
+  const chunks = decodeChunkTable(message.chunkTable, REPLICATION_FACTOR_MAX + 1).map(checkChunk);
   checkSorted(
     nodes.map((n) => n.nodeId),
     "nodes",
