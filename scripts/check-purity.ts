@@ -30,7 +30,8 @@ const ROOTS: readonly Root[] = [
     required: true,
   },
   { dir: "packages/raft/src/core", rule: "deterministic", required: false },
-  { dir: "packages/replication/src/cluster-map", rule: "deterministic", required: false },
+  { dir: "packages/replication/src/cluster-map", rule: "deterministic", required: true },
+  { dir: "packages/replication/src/placement", rule: "deterministic", required: true },
 ];
 
 const NODE_BUILTINS = new Set([

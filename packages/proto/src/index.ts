@@ -30,6 +30,7 @@ export {
   type FrameServerOptions,
   type FrameServerStats,
 } from "./frame/server.js";
+export * from "./gen/hes/v1/cluster_map_pb.js";
 export * from "./gen/hes/v1/cluster_pb.js";
 export * from "./gen/hes/v1/raft_pb.js";
 export {

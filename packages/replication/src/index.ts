@@ -1,6 +1,62 @@
 /**
- * @hes/replication: The Raft-ordered cluster map (nodes, volumes, chunk placement, leases, epochs), the chunk-replica service and its client, rebuild, rebalance and scrub.
+ * @hes/replication: the Raft-ordered cluster map (nodes, volumes, chunk placement, leases,
+ * epochs) and the placement policy (first placement, re-placement, rebalance, repair).
  *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * Not built yet: the chunk-replica service and its client, rebuild/catch-up data movement and
+ * scrub (see README.md).
  */
-export {};
+export { decodeChunkTable, encodeChunkTable } from "./cluster-map/chunk-table.js";
+export { type ApplyContext, ClusterMap } from "./cluster-map/cluster-map.js";
+export {
+  type CommandFields,
+  type CommandKind,
+  type CommandMessage,
+  decodeCommand,
+  type EncodeCommandOptions,
+  encodeCommand,
+  type PlainFields,
+  stampCommand,
+} from "./cluster-map/commands.js";
+export { checkInvariants, type InvariantCounters } from "./cluster-map/invariants.js";
+export {
+  type Assignment,
+  assignmentsOf,
+  type MarkDownPolicyInput,
+  nodesToMarkDown,
+} from "./cluster-map/liveness.js";
+export {
+  type ChunkRecord,
+  type ClusterConfig,
+  type ClusterMapView,
+  chunkCount,
+  chunkKey,
+  type DiskRecord,
+  inSyncReplicas,
+  isAlive,
+  type NodeRecord,
+  type NodeState,
+  nodeCapacityBytes,
+  nodeReportedUsedBytes,
+  type ReplicaRecord,
+  type ReplicaState,
+  replicaOn,
+  type VolumeRecord,
+  type VolumeSnapshotRecord,
+} from "./cluster-map/model.js";
+export type { ApplyResult, ApplyValue, RejoinReport } from "./cluster-map/outcome.js";
+export { clusterStatus, nodeInfo, volumeInfo } from "./cluster-map/status.js";
+export * from "./limits.js";
+export {
+  type ChooseReplicasRequest,
+  type ChooseReplicasResult,
+  canHost,
+  chooseReplicas,
+  placementSeed,
+} from "./placement/choose-replicas.js";
+export {
+  type PlannedMove,
+  planRebalance,
+  type RebalanceOptions,
+  utilisationOf,
+} from "./placement/rebalance.js";
+export { planRepairs, type RepairAction } from "./placement/repair.js";

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hes/v1/cluster.proto.
  */
 export const file_hes_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChRoZXMvdjEvY2x1c3Rlci5wcm90bxIGaGVzLnYxIlUKCERpc2tJbmZvEg8KB2Rpc2tfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEIsUBCghOb2RlSW5mbxIPCgdub2RlX2lkGAEgASgNEhcKD2NvbnRyb2xfYWRkcmVzcxgCIAEoCRIUCgxkYXRhX2FkZHJlc3MYAyABKAkSFgoOZmFpbHVyZV9kb21haW4YBCABKAkSIAoFc3RhdGUYBSABKA4yES5oZXMudjEuTm9kZVN0YXRlEh8KBWRpc2tzGAYgAygLMhAuaGVzLnYxLkRpc2tJbmZvEh4KFmxhc3RfaGVhcnRiZWF0X3dhbGxfbXMYByABKAQi3wEKClZvbHVtZUluZm8SEQoJdm9sdW1lX2lkGAEgASgEEgwKBG5hbWUYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoBBIYChBjaHVua19zaXplX2J5dGVzGAQgASgEEhAKCHJlcGxpY2FzGAUgASgNEhQKDHdyaXRlX3F1b3J1bRgGIAEoDRIVCg1vd25lcl9ub2RlX2lkGAcgASgNEg0KBWVwb2NoGAggASgEEhgKEHBhcmVudF92b2x1bWVfaWQYCSABKAQSGgoScGFyZW50X3NuYXBzaG90X2lkGAogASgEIkEKCk1lbWJlckluZm8SDwoHbm9kZV9pZBgBIAEoDRINCgV2b3RlchgCIAEoCBITCgttYXRjaF9pbmRleBgDIAEoBCLFAQoNQ2x1c3RlclN0YXR1cxISCgpjbHVzdGVyX2lkGAEgASgJEhEKCWxlYWRlcl9pZBgCIAEoDRIMCgR0ZXJtGAMgASgEEhQKDGNvbW1pdF9pbmRleBgEIAEoBBIjCgdtZW1iZXJzGAUgAygLMhIuaGVzLnYxLk1lbWJlckluZm8SHwoFbm9kZXMYBiADKAsyEC5oZXMudjEuTm9kZUluZm8SIwoHdm9sdW1lcxgHIAMoCzISLmhlcy52MS5Wb2x1bWVJbmZvIhIKEEdldFN0YXR1c1JlcXVlc3QiOgoRR2V0U3RhdHVzUmVzcG9uc2USJQoGc3RhdHVzGAEgASgLMhUuaGVzLnYxLkNsdXN0ZXJTdGF0dXMiYwoTQ3JlYXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSGAoQY2h1bmtfc2l6ZV9ieXRlcxgDIAEoBBIQCghyZXBsaWNhcxgEIAEoDSI6ChRDcmVhdGVWb2x1bWVSZXNwb25zZRIiCgZ2b2x1bWUYASABKAsyEi5oZXMudjEuVm9sdW1lSW5mbyIgChBHZXRWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoRR2V0Vm9sdW1lUmVzcG9uc2USIgoGdm9sdW1lGAEgASgLMhIuaGVzLnYxLlZvbHVtZUluZm8iFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjoKE0xpc3RWb2x1bWVzUmVzcG9uc2USIwoHdm9sdW1lcxgBIAMoCzISLmhlcy52MS5Wb2x1bWVJbmZvIiMKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIWChREZWxldGVWb2x1bWVSZXNwb25zZSqAAQoJTm9kZVN0YXRlEhoKFk5PREVfU1RBVEVfVU5TUEVDSUZJRUQQABIRCg1OT0RFX1NUQVRFX1VQEAESEwoPTk9ERV9TVEFURV9ET1dOEAISFwoTTk9ERV9TVEFURV9EUkFJTklORxADEhYKEk5PREVfU1RBVEVfUkVNT1ZFRBAEMvcCChNDbHVzdGVyQWRtaW5TZXJ2aWNlEkAKCUdldFN0YXR1cxIYLmhlcy52MS5HZXRTdGF0dXNSZXF1ZXN0GhkuaGVzLnYxLkdldFN0YXR1c1Jlc3BvbnNlEkkKDENyZWF0ZVZvbHVtZRIbLmhlcy52MS5DcmVhdGVWb2x1bWVSZXF1ZXN0GhwuaGVzLnYxLkNyZWF0ZVZvbHVtZVJlc3BvbnNlEkAKCUdldFZvbHVtZRIYLmhlcy52MS5HZXRWb2x1bWVSZXF1ZXN0GhkuaGVzLnYxLkdldFZvbHVtZVJlc3BvbnNlEkYKC0xpc3RWb2x1bWVzEhouaGVzLnYxLkxpc3RWb2x1bWVzUmVxdWVzdBobLmhlcy52MS5MaXN0Vm9sdW1lc1Jlc3BvbnNlEkkKDERlbGV0ZVZvbHVtZRIbLmhlcy52MS5EZWxldGVWb2x1bWVSZXF1ZXN0GhwuaGVzLnYxLkRlbGV0ZVZvbHVtZVJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChRoZXMvdjEvY2x1c3Rlci5wcm90bxIGaGVzLnYxImUKCERpc2tJbmZvEg8KB2Rpc2tfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEg4KBmZhaWxlZBgFIAEoCCKLAgoITm9kZUluZm8SDwoHbm9kZV9pZBgBIAEoDRIXCg9jb250cm9sX2FkZHJlc3MYAiABKAkSFAoMZGF0YV9hZGRyZXNzGAMgASgJEhYKDmZhaWx1cmVfZG9tYWluGAQgASgJEiAKBXN0YXRlGAUgASgOMhEuaGVzLnYxLk5vZGVTdGF0ZRIfCgVkaXNrcxgGIAMoCzIQLmhlcy52MS5EaXNrSW5mbxIeChZsYXN0X2hlYXJ0YmVhdF93YWxsX21zGAcgASgEEhQKDHBsYWNlZF9ieXRlcxgIIAEoBBIQCghyZXBsaWNhcxgJIAEoBBIcChRyZXBsaWNhc19ub3RfaW5fc3luYxgKIAEoBCKJAgoKVm9sdW1lSW5mbxIRCgl2b2x1bWVfaWQYASABKAQSDAoEbmFtZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgEEhgKEGNodW5rX3NpemVfYnl0ZXMYBCABKAQSEAoIcmVwbGljYXMYBSABKA0SFAoMd3JpdGVfcXVvcnVtGAYgASgNEhUKDW93bmVyX25vZGVfaWQYByABKA0SDQoFZXBvY2gYCCABKAQSGAoQcGFyZW50X3ZvbHVtZV9pZBgJIAEoBBIaChJwYXJlbnRfc25hcHNob3RfaWQYCiABKAQSFQoNY2h1bmtzX3BsYWNlZBgLIAEoBBIRCglzbmFwc2hvdHMYDCABKA0iqAEKEFBsYWNlbWVudFN1bW1hcnkSFQoNY2h1bmtzX3BsYWNlZBgBIAEoBBIXCg9jaHVua3NfZGVncmFkZWQYAiABKAQSGAoQcmVwbGljYXNfZmlsbGluZxgDIAEoBBIXCg9maWxsX2J5dGVzX2RvbmUYBCABKAQSGAoQZmlsbF9ieXRlc190b3RhbBgFIAEoBBIXCg9tb3Zlc19pbl9mbGlnaHQYBiABKA0iQQoKTWVtYmVySW5mbxIPCgdub2RlX2lkGAEgASgNEg0KBXZvdGVyGAIgASgIEhMKC21hdGNoX2luZGV4GAMgASgEIvIBCg1DbHVzdGVyU3RhdHVzEhIKCmNsdXN0ZXJfaWQYASABKAkSEQoJbGVhZGVyX2lkGAIgASgNEgwKBHRlcm0YAyABKAQSFAoMY29tbWl0X2luZGV4GAQgASgEEiMKB21lbWJlcnMYBSADKAsyEi5oZXMudjEuTWVtYmVySW5mbxIfCgVub2RlcxgGIAMoCzIQLmhlcy52MS5Ob2RlSW5mbxIjCgd2b2x1bWVzGAcgAygLMhIuaGVzLnYxLlZvbHVtZUluZm8SKwoJcGxhY2VtZW50GAggASgLMhguaGVzLnYxLlBsYWNlbWVudFN1bW1hcnkiEgoQR2V0U3RhdHVzUmVxdWVzdCI6ChFHZXRTdGF0dXNSZXNwb25zZRIlCgZzdGF0dXMYASABKAsyFS5oZXMudjEuQ2x1c3RlclN0YXR1cyJjChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIYChBjaHVua19zaXplX2J5dGVzGAMgASgEEhAKCHJlcGxpY2FzGAQgASgNIjoKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEiIKBnZvbHVtZRgBIAEoCzISLmhlcy52MS5Wb2x1bWVJbmZvIiAKEEdldFZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI3ChFHZXRWb2x1bWVSZXNwb25zZRIiCgZ2b2x1bWUYASABKAsyEi5oZXMudjEuVm9sdW1lSW5mbyIUChJMaXN0Vm9sdW1lc1JlcXVlc3QiOgoTTGlzdFZvbHVtZXNSZXNwb25zZRIjCgd2b2x1bWVzGAEgAygLMhIuaGVzLnYxLlZvbHVtZUluZm8iIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlKoABCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhEKDU5PREVfU1RBVEVfVVAQARITCg9OT0RFX1NUQVRFX0RPV04QAhIXChNOT0RFX1NUQVRFX0RSQUlOSU5HEAMSFgoSTk9ERV9TVEFURV9SRU1PVkVEEAQy9wIKE0NsdXN0ZXJBZG1pblNlcnZpY2USQAoJR2V0U3RhdHVzEhguaGVzLnYxLkdldFN0YXR1c1JlcXVlc3QaGS5oZXMudjEuR2V0U3RhdHVzUmVzcG9uc2USSQoMQ3JlYXRlVm9sdW1lEhsuaGVzLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaHC5oZXMudjEuQ3JlYXRlVm9sdW1lUmVzcG9uc2USQAoJR2V0Vm9sdW1lEhguaGVzLnYxLkdldFZvbHVtZVJlcXVlc3QaGS5oZXMudjEuR2V0Vm9sdW1lUmVzcG9uc2USRgoLTGlzdFZvbHVtZXMSGi5oZXMudjEuTGlzdFZvbHVtZXNSZXF1ZXN0GhsuaGVzLnYxLkxpc3RWb2x1bWVzUmVzcG9uc2USSQoMRGVsZXRlVm9sdW1lEhsuaGVzLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaHC5oZXMudjEuRGVsZXRlVm9sdW1lUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message hes.v1.DiskInfo
@@ -38,6 +38,13 @@ export type DiskInfo = Message<"hes.v1.DiskInfo"> & {
    * @generated from field: uint64 used_bytes = 4;
    */
   usedBytes: bigint;
+
+  /**
+   * The disk left service (IO errors); its capacity no longer counts for placement.
+   *
+   * @generated from field: bool failed = 5;
+   */
+  failed: boolean;
 };
 
 /**
@@ -86,11 +93,30 @@ export type NodeInfo = Message<"hes.v1.NodeInfo"> & {
   disks: DiskInfo[];
 
   /**
-   * Wall-clock ms of the last heartbeat the leader applied (display only).
+   * Wall-clock ms of the last heartbeat, as stamped by the leader that proposed it.
    *
    * @generated from field: uint64 last_heartbeat_wall_ms = 7;
    */
   lastHeartbeatWallMs: bigint;
+
+  /**
+   * Bytes the cluster map has placed on this node (chunk size x replicas it hosts).
+   *
+   * @generated from field: uint64 placed_bytes = 8;
+   */
+  placedBytes: bigint;
+
+  /**
+   * Chunk replicas this node hosts, and how many of them are not in sync.
+   *
+   * @generated from field: uint64 replicas = 9;
+   */
+  replicas: bigint;
+
+  /**
+   * @generated from field: uint64 replicas_not_in_sync = 10;
+   */
+  replicasNotInSync: bigint;
 };
 
 /**
@@ -157,6 +183,18 @@ export type VolumeInfo = Message<"hes.v1.VolumeInfo"> & {
    * @generated from field: uint64 parent_snapshot_id = 10;
    */
   parentSnapshotId: bigint;
+
+  /**
+   * Chunks placed so far (thin provisioning: a chunk is placed on its first write).
+   *
+   * @generated from field: uint64 chunks_placed = 11;
+   */
+  chunksPlaced: bigint;
+
+  /**
+   * @generated from field: uint32 snapshots = 12;
+   */
+  snapshots: number;
 };
 
 /**
@@ -165,6 +203,54 @@ export type VolumeInfo = Message<"hes.v1.VolumeInfo"> & {
  */
 export const VolumeInfoSchema: GenMessage<VolumeInfo> = /*@__PURE__*/
   messageDesc(file_hes_v1_cluster, 2);
+
+/**
+ * Redundancy across the cluster: what rebuild and rebalance still have to do.
+ *
+ * @generated from message hes.v1.PlacementSummary
+ */
+export type PlacementSummary = Message<"hes.v1.PlacementSummary"> & {
+  /**
+   * @generated from field: uint64 chunks_placed = 1;
+   */
+  chunksPlaced: bigint;
+
+  /**
+   * Chunks with fewer in-sync replicas on up nodes than their replication factor.
+   *
+   * @generated from field: uint64 chunks_degraded = 2;
+   */
+  chunksDegraded: bigint;
+
+  /**
+   * Replicas being filled by rebuild or a move, with the bytes copied and to copy.
+   *
+   * @generated from field: uint64 replicas_filling = 3;
+   */
+  replicasFilling: bigint;
+
+  /**
+   * @generated from field: uint64 fill_bytes_done = 4;
+   */
+  fillBytesDone: bigint;
+
+  /**
+   * @generated from field: uint64 fill_bytes_total = 5;
+   */
+  fillBytesTotal: bigint;
+
+  /**
+   * @generated from field: uint32 moves_in_flight = 6;
+   */
+  movesInFlight: number;
+};
+
+/**
+ * Describes the message hes.v1.PlacementSummary.
+ * Use `create(PlacementSummarySchema)` to create a new message.
+ */
+export const PlacementSummarySchema: GenMessage<PlacementSummary> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 3);
 
 /**
  * @generated from message hes.v1.MemberInfo
@@ -191,7 +277,7 @@ export type MemberInfo = Message<"hes.v1.MemberInfo"> & {
  * Use `create(MemberInfoSchema)` to create a new message.
  */
 export const MemberInfoSchema: GenMessage<MemberInfo> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 3);
+  messageDesc(file_hes_v1_cluster, 4);
 
 /**
  * @generated from message hes.v1.ClusterStatus
@@ -231,6 +317,11 @@ export type ClusterStatus = Message<"hes.v1.ClusterStatus"> & {
    * @generated from field: repeated hes.v1.VolumeInfo volumes = 7;
    */
   volumes: VolumeInfo[];
+
+  /**
+   * @generated from field: hes.v1.PlacementSummary placement = 8;
+   */
+  placement?: PlacementSummary | undefined;
 };
 
 /**
@@ -238,7 +329,7 @@ export type ClusterStatus = Message<"hes.v1.ClusterStatus"> & {
  * Use `create(ClusterStatusSchema)` to create a new message.
  */
 export const ClusterStatusSchema: GenMessage<ClusterStatus> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 4);
+  messageDesc(file_hes_v1_cluster, 5);
 
 /**
  * @generated from message hes.v1.GetStatusRequest
@@ -251,7 +342,7 @@ export type GetStatusRequest = Message<"hes.v1.GetStatusRequest"> & {
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 5);
+  messageDesc(file_hes_v1_cluster, 6);
 
 /**
  * @generated from message hes.v1.GetStatusResponse
@@ -268,7 +359,7 @@ export type GetStatusResponse = Message<"hes.v1.GetStatusResponse"> & {
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 6);
+  messageDesc(file_hes_v1_cluster, 7);
 
 /**
  * @generated from message hes.v1.CreateVolumeRequest
@@ -300,7 +391,7 @@ export type CreateVolumeRequest = Message<"hes.v1.CreateVolumeRequest"> & {
  * Use `create(CreateVolumeRequestSchema)` to create a new message.
  */
 export const CreateVolumeRequestSchema: GenMessage<CreateVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 7);
+  messageDesc(file_hes_v1_cluster, 8);
 
 /**
  * @generated from message hes.v1.CreateVolumeResponse
@@ -317,7 +408,7 @@ export type CreateVolumeResponse = Message<"hes.v1.CreateVolumeResponse"> & {
  * Use `create(CreateVolumeResponseSchema)` to create a new message.
  */
 export const CreateVolumeResponseSchema: GenMessage<CreateVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 8);
+  messageDesc(file_hes_v1_cluster, 9);
 
 /**
  * @generated from message hes.v1.GetVolumeRequest
@@ -334,7 +425,7 @@ export type GetVolumeRequest = Message<"hes.v1.GetVolumeRequest"> & {
  * Use `create(GetVolumeRequestSchema)` to create a new message.
  */
 export const GetVolumeRequestSchema: GenMessage<GetVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 9);
+  messageDesc(file_hes_v1_cluster, 10);
 
 /**
  * @generated from message hes.v1.GetVolumeResponse
@@ -351,7 +442,7 @@ export type GetVolumeResponse = Message<"hes.v1.GetVolumeResponse"> & {
  * Use `create(GetVolumeResponseSchema)` to create a new message.
  */
 export const GetVolumeResponseSchema: GenMessage<GetVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 10);
+  messageDesc(file_hes_v1_cluster, 11);
 
 /**
  * @generated from message hes.v1.ListVolumesRequest
@@ -364,7 +455,7 @@ export type ListVolumesRequest = Message<"hes.v1.ListVolumesRequest"> & {
  * Use `create(ListVolumesRequestSchema)` to create a new message.
  */
 export const ListVolumesRequestSchema: GenMessage<ListVolumesRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 11);
+  messageDesc(file_hes_v1_cluster, 12);
 
 /**
  * @generated from message hes.v1.ListVolumesResponse
@@ -381,7 +472,7 @@ export type ListVolumesResponse = Message<"hes.v1.ListVolumesResponse"> & {
  * Use `create(ListVolumesResponseSchema)` to create a new message.
  */
 export const ListVolumesResponseSchema: GenMessage<ListVolumesResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 12);
+  messageDesc(file_hes_v1_cluster, 13);
 
 /**
  * @generated from message hes.v1.DeleteVolumeRequest
@@ -398,7 +489,7 @@ export type DeleteVolumeRequest = Message<"hes.v1.DeleteVolumeRequest"> & {
  * Use `create(DeleteVolumeRequestSchema)` to create a new message.
  */
 export const DeleteVolumeRequestSchema: GenMessage<DeleteVolumeRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 13);
+  messageDesc(file_hes_v1_cluster, 14);
 
 /**
  * @generated from message hes.v1.DeleteVolumeResponse
@@ -411,7 +502,7 @@ export type DeleteVolumeResponse = Message<"hes.v1.DeleteVolumeResponse"> & {
  * Use `create(DeleteVolumeResponseSchema)` to create a new message.
  */
 export const DeleteVolumeResponseSchema: GenMessage<DeleteVolumeResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_cluster, 14);
+  messageDesc(file_hes_v1_cluster, 15);
 
 /**
  * @generated from enum hes.v1.NodeState
