@@ -126,6 +126,15 @@ export class MemoryBlockDevice implements BlockDevice {
 
   async read(request: RangeRequest): Promise<Uint8Array> {
     const { offsetBytes, lengthBytes } = this.checkRange(request, "read", true);
+    const block = Math.floor(offsetBytes / MEMORY_DEVICE_BLOCK_BYTES);
+    const startInBlock = offsetBytes - block * MEMORY_DEVICE_BLOCK_BYTES;
+    if (startInBlock + lengthBytes <= MEMORY_DEVICE_BLOCK_BYTES) {
+      // The common small read: one block, one copy, no zero-fill of a buffer we overwrite.
+      const slot = this.blocks.get(block);
+      if (slot === undefined || slot === ZERO_SLOT) return new Uint8Array(lengthBytes);
+      const at = this.slotByteOffset(slot) + startInBlock;
+      return this.slabOf(slot).slice(at, at + lengthBytes);
+    }
     const result = new Uint8Array(lengthBytes);
     this.forEachBlock(offsetBytes, lengthBytes, (block, startInBlock, length, resultAt) => {
       const slot = this.blocks.get(block);
@@ -239,12 +248,15 @@ export class MemoryBlockDevice implements BlockDevice {
     if (typeof request !== "object" || request === null) {
       throw new TypeError(`${what}: request must be an object`);
     }
-    const align = { multipleOf: MEMORY_DEVICE_LOGICAL_BLOCK_BYTES, min: 0 };
-    const offsetBytes = checkInteger(request.offsetBytes, "offsetBytes", align);
-    const lengthBytes = checkInteger(request.lengthBytes, "lengthBytes", {
-      ...align,
-      ...(dataRequest ? { max: this.maxRequestBytes } : {}),
-    });
+    const { offsetBytes, lengthBytes } = request;
+    const lengthMax = dataRequest ? this.maxRequestBytes : MEMORY_DEVICE_SIZE_BYTES_MAX;
+    // Checked inline on the hot path; checkInteger runs only to throw the precise error.
+    if (!isAligned(offsetBytes, MEMORY_DEVICE_SIZE_BYTES_MAX)) {
+      checkInteger(offsetBytes, "offsetBytes", { ...ALIGNED, max: MEMORY_DEVICE_SIZE_BYTES_MAX });
+    }
+    if (!isAligned(lengthBytes, lengthMax)) {
+      checkInteger(lengthBytes, "lengthBytes", { ...ALIGNED, max: lengthMax });
+    }
     if (offsetBytes + lengthBytes > this.sizeBytes) {
       throw new RangeError(
         `${what}: offsetBytes ${offsetBytes} + lengthBytes ${lengthBytes} is past the end ` +
@@ -357,6 +369,19 @@ export class MemoryBlockDevice implements BlockDevice {
       position += length;
     }
   }
+}
+
+const ALIGNED = { min: 0, multipleOf: MEMORY_DEVICE_LOGICAL_BLOCK_BYTES } as const;
+
+/** A safe integer in [0, max] and a multiple of the logical block. */
+function isAligned(value: unknown, max: number): value is number {
+  return (
+    typeof value === "number" &&
+    Number.isSafeInteger(value) &&
+    value >= 0 &&
+    value <= max &&
+    value % MEMORY_DEVICE_LOGICAL_BLOCK_BYTES === 0
+  );
 }
 
 function extentOf(offsetBytes: number, lengthBytes: number, kind: number): AllocationExtent {

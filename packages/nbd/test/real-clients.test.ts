@@ -206,6 +206,7 @@ describe("real NBD clients", { timeout: 120_000 }, () => {
         "--verify=crc32c",
         "--do_verify=1",
         "--verify_fatal=1",
+        "--verify_state_save=0",
         "--output-format=json",
       ]);
       const report = JSON.parse(output.slice(output.indexOf("{"))) as {
