@@ -12,7 +12,7 @@
  * Memory: block contents sit in 1 MiB slabs; a freed block's slot is reused by the next
  * allocation, but slabs are not returned to the runtime until the device is dropped.
  */
-import { checkBytes, checkInteger, HesError, throwIfAborted } from "@hes/base";
+import { assert, checkBytes, checkInteger, HesError, throwIfAborted } from "@hes/base";
 import type {
   AllocationExtent,
   BlockDevice,
@@ -136,11 +136,8 @@ export class MemoryBlockDevice implements BlockDevice {
       return this.slabOf(slot).slice(at, at + lengthBytes);
     }
     const result = new Uint8Array(lengthBytes);
-    this.forEachBlock(offsetBytes, lengthBytes, (block, startInBlock, length, resultAt) => {
-      const slot = this.blocks.get(block);
-      if (slot === undefined || slot === ZERO_SLOT) return;
-      const at = this.slotByteOffset(slot) + startInBlock;
-      result.set(this.slabOf(slot).subarray(at, at + length), resultAt);
+    this.forEachRun(offsetBytes, lengthBytes, false, (slab, slabAt, resultAt, length) => {
+      if (slab !== undefined) result.set(slab.subarray(slabAt, slabAt + length), resultAt);
     });
     return result;
   }
@@ -161,16 +158,10 @@ export class MemoryBlockDevice implements BlockDevice {
     );
     checkBoolean(request.fua ?? false, "fua");
     this.checkWritable("write");
-    const needed = this.blocksToAllocate(
-      offsetBytes,
-      data.byteLength,
-      (slot) => slot === undefined,
-    );
-    this.reserve(needed, "write", data.byteLength);
-    this.forEachBlock(offsetBytes, data.byteLength, (block, startInBlock, length, dataAt) => {
-      const slot = this.materialize(block);
-      const at = this.slotByteOffset(slot) + startInBlock;
-      this.slabOf(slot).set(data.subarray(dataAt, dataAt + length), at);
+    this.reserve(this.holesIn(offsetBytes, data.byteLength), "write", data.byteLength);
+    this.forEachRun(offsetBytes, data.byteLength, true, (slab, slabAt, dataAt, length) => {
+      assert(slab !== undefined, "materialized blocks have storage");
+      slab.set(data.subarray(dataAt, dataAt + length), slabAt);
     });
   }
 
@@ -202,8 +193,7 @@ export class MemoryBlockDevice implements BlockDevice {
         "writeZeroes: provisioning zeros is not fast on this device (fastZeroes: false)",
       );
     }
-    const needed = this.blocksToAllocate(offsetBytes, lengthBytes, (slot) => slot === undefined);
-    this.reserve(needed, "writeZeroes", lengthBytes);
+    this.reserve(this.holesIn(offsetBytes, lengthBytes), "writeZeroes", lengthBytes);
     this.forEachBlock(offsetBytes, lengthBytes, (block, startInBlock, length) => {
       const slot = this.blocks.get(block);
       if (slot === ZERO_SLOT) return;
@@ -285,16 +275,14 @@ export class MemoryBlockDevice implements BlockDevice {
     }
   }
 
-  private blocksToAllocate(
-    offsetBytes: number,
-    lengthBytes: number,
-    needs: (slot: number | undefined) => boolean,
-  ): number {
-    let needed = 0;
-    this.forEachBlock(offsetBytes, lengthBytes, (block) => {
-      if (needs(this.blocks.get(block))) needed++;
-    });
-    return needed;
+  /** Blocks of the range that are holes (a write or provisioning must allocate them). */
+  private holesIn(offsetBytes: number, lengthBytes: number): number {
+    if (lengthBytes === 0) return 0;
+    const first = Math.floor(offsetBytes / MEMORY_DEVICE_BLOCK_BYTES);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / MEMORY_DEVICE_BLOCK_BYTES);
+    let holes = 0;
+    for (let block = first; block <= last; block++) if (!this.blocks.has(block)) holes++;
+    return holes;
   }
 
   /** Whole blocks in the range become holes; partial ones are zero-filled where stored. */
@@ -351,6 +339,49 @@ export class MemoryBlockDevice implements BlockDevice {
   /** Bytes of `block` inside the device (the last block may be short). */
   private blockLength(block: number): number {
     return Math.min(MEMORY_DEVICE_BLOCK_BYTES, this.sizeBytes - block * MEMORY_DEVICE_BLOCK_BYTES);
+  }
+
+  /**
+   * Calls `visit` for each run of the range whose blocks sit in consecutive slots of one slab
+   * (with `slab` and the byte offset in it), or that is holes and zero blocks (`slab`
+   * undefined). A region written sequentially is one run per slab, so large IO is a few large
+   * copies. With `materialize`, every block gets storage first (writes).
+   */
+  private forEachRun(
+    offsetBytes: number,
+    lengthBytes: number,
+    materialize: boolean,
+    visit: (slab: Uint8Array | undefined, slabAt: number, rangeAt: number, length: number) => void,
+  ): void {
+    const end = offsetBytes + lengthBytes;
+    let position = offsetBytes;
+    while (position < end) {
+      const first = Math.floor(position / MEMORY_DEVICE_BLOCK_BYTES);
+      const slot = materialize ? this.materialize(first) : this.blocks.get(first);
+      const stored = slot !== undefined && slot !== ZERO_SLOT;
+      let block = first;
+      let runEnd = Math.min((block + 1) * MEMORY_DEVICE_BLOCK_BYTES, end);
+      while (runEnd < end) {
+        const next = materialize ? this.materialize(block + 1) : this.blocks.get(block + 1);
+        const nextStored = next !== undefined && next !== ZERO_SLOT;
+        const follows = stored
+          ? next === slot + (block + 1 - first) && (next as number) % BLOCKS_PER_SLAB !== 0
+          : !nextStored;
+        if (!follows) break;
+        block++;
+        runEnd = Math.min((block + 1) * MEMORY_DEVICE_BLOCK_BYTES, end);
+      }
+      const slabAt = stored
+        ? this.slotByteOffset(slot) + (position - first * MEMORY_DEVICE_BLOCK_BYTES)
+        : 0;
+      visit(
+        stored ? this.slabOf(slot) : undefined,
+        slabAt,
+        position - offsetBytes,
+        runEnd - position,
+      );
+      position = runEnd;
+    }
   }
 
   /** Calls `visit` for each block the range touches, with the piece inside it. */
