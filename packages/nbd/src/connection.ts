@@ -116,6 +116,8 @@ export class Connection implements Executor {
   private blocked = false;
   private draining = false;
   private disconnectRequested = false;
+  /** The client half-closed: no more input will come. */
+  private inputEnded = false;
   private pumping = false;
   private corked = false;
   private idleWaiters: Array<() => void> = [];
@@ -209,13 +211,14 @@ export class Connection implements Executor {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.phase === "ended" || this.disconnectRequested) return;
     this.input.push(chunk);
     this.pump();
   };
 
   private readonly onEnd = (): void => {
-    // The client will send nothing more: finish what is in flight, then close our side.
-    this.disconnectRequested = true;
+    // The client will send nothing more: finish what it sent, then close our side.
+    this.inputEnded = true;
     if (this.phase !== "transmission") this.endGracefully();
     else this.maybeFinishDisconnect();
   };
@@ -571,7 +574,11 @@ export class Connection implements Executor {
       const header = decodeRequestHeader(this.input.take(P.REQUEST_HEADER_BYTES));
       if (header === undefined) return this.violation("bad request magic");
       if (header.type === P.CMD_DISC) {
+        // Nothing may follow DISC (proto.md): stop reading so a client ignoring that
+        // cannot grow our input while in-flight requests finish.
         this.disconnectRequested = true;
+        this.socket.pause();
+        this.input.clear();
         this.maybeFinishDisconnect();
         return false;
       }
@@ -645,9 +652,22 @@ export class Connection implements Executor {
     this.pump();
   }
 
+  /** After a half-close: true when the buffered input can never complete another request. */
+  private inputExhausted(): boolean {
+    if (!this.inputEnded) return false;
+    if (this.skipPayloadBytes > 0) return true;
+    const current = this.current;
+    if (current === undefined) return this.input.length < P.REQUEST_HEADER_BYTES;
+    return this.currentAdmitted && this.input.length < current.lengthBytes;
+  }
+
+  /** Ends the connection once DISC (or a half-close) was seen and nothing is left to answer. */
   private maybeFinishDisconnect(): void {
-    if (!this.disconnectRequested || this.inflightRequests > 0) return;
     if (this.phase !== "transmission") return;
+    if (!this.disconnectRequested && !this.inputExhausted()) return;
+    // An admitted WRITE whose payload can no longer arrive holds a slot it will never use.
+    const stranded = this.inputExhausted() && this.currentAdmitted ? 1 : 0;
+    if (this.inflightRequests - stranded > 0) return;
     this.logger.debug("nbd: client disconnected");
     this.endGracefully();
   }

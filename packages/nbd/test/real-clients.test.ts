@@ -23,9 +23,12 @@ const dir = mkdtempSync(join(tmpdir(), "hes-nbd-clients-"));
 const socketPath = join(dir, "nbd.sock");
 const server = new NbdServer({ logger: nullLogger });
 let exportCounter = 0;
+let tcpPort = 0;
 
 before(async () => {
   await server.listen({ path: socketPath });
+  const bound = await server.listen({ host: "127.0.0.1", port: 0 });
+  tcpPort = "port" in bound ? bound.port : 0;
 });
 after(async () => {
   await server.close();
@@ -67,6 +70,17 @@ describe("real NBD clients", { timeout: 120_000 }, () => {
     };
     assert.equal(info["virtual-size"], 64 * MiB);
     assert.equal(info.format, "raw");
+  });
+
+  test("plaintext TCP on loopback: qemu-io and nbdinfo", {
+    skip: skipWithout("qemu-io", "nbdinfo"),
+  }, async () => {
+    const { name, device } = freshExport(8 * MiB);
+    const uri = `nbd://127.0.0.1:${tcpPort}/${name}`;
+    await run("qemu-io", ["-f", "raw", "-c", "write -P 0x7e 1M 64k", uri]);
+    assert.ok((await deviceBytes(device)).subarray(MiB, MiB + 65536).every((b) => b === 0x7e));
+    const info = JSON.parse(await run("nbdinfo", ["--json", uri])) as { TLS: boolean };
+    assert.equal(info.TLS, false);
   });
 
   test("qemu-io: pattern, 512-byte, sub-block, discard, write -z, aio", {

@@ -361,6 +361,39 @@ describe("transmission features", () => {
     await server.close();
   });
 
+  test("a half-close is answered in full; DISC lets in-flight work finish, then closes", async () => {
+    const device = new GatedDevice(
+      new MemoryBlockDevice({ sizeBytes: MiB }),
+      (op) => op === "write",
+    );
+    const { server, address } = await serve([{ name: "", device }]);
+    const halfClosed = await connected(address);
+    const cookies = [0, 1, 2].map((i) =>
+      halfClosed.request(NBD.CMD_WRITE, i * 4096, 4096, { payload: pattern(4096, i) }),
+    );
+    // A truncated header after the requests can never complete: it must not stall the close.
+    halfClosed.socket.end(Buffer.from([0x25, 0x60]));
+    await device.untilHeld(3);
+    device.open();
+    const answered = [];
+    for (const _ of cookies) answered.push((await halfClosed.readReply()).cookie);
+    assert.deepEqual(answered.sort(), cookies);
+    await halfClosed.closed;
+
+    const gate = new GatedDevice(new MemoryBlockDevice({ sizeBytes: MiB }), (op) => op === "write");
+    server.addExport({ name: "disc", device: gate });
+    const client = await connected(address, { exportName: "disc" });
+    const cookie = client.request(NBD.CMD_WRITE, 0, 4096, { payload: pattern(4096, 9) });
+    client.disconnect();
+    client.socket.write(Buffer.alloc(1 << 20, 0x55)); // forbidden after DISC: ignored
+    await gate.untilHeld(1);
+    gate.open();
+    const reply = await client.readReply();
+    assert.deepEqual([reply.cookie, reply.errno], [cookie, 0]);
+    await client.closed;
+    await server.close();
+  });
+
   test("the in-flight window is bounded: the server stops reading past it", async () => {
     const device = new GatedDevice(new MemoryBlockDevice({ sizeBytes: MiB }));
     const { server, address } = await serve([{ name: "", device }], {
