@@ -30,13 +30,80 @@ export const MEMORY_DEVICE_BLOCK_BYTES = 4096;
  * interoperability (proto.md, "Size constraints").
  */
 export const MEMORY_DEVICE_MAX_REQUEST_BYTES_DEFAULT = 32 * 1024 * 1024;
-/** Largest device: block indexes and byte offsets stay exact JavaScript integers. */
-export const MEMORY_DEVICE_SIZE_BYTES_MAX = 2 ** 52;
+/** Largest device: 16 TiB, so the block table's top level stays small (64 Ki pages). */
+export const MEMORY_DEVICE_SIZE_BYTES_MAX = 2 ** 44;
 /** Slab size: few enough objects for the garbage collector at GiB sizes, small for tiny devices. */
 const SLAB_BYTES = 1024 * 1024;
 const BLOCKS_PER_SLAB = SLAB_BYTES / MEMORY_DEVICE_BLOCK_BYTES;
 /** Slot value of a block that is provisioned and reads as zeros, with no storage behind it. */
 const ZERO_SLOT = -1;
+/** Blocks per page of the block table: 256 MiB of device in 256 KiB of index. */
+const TABLE_PAGE_BLOCKS = 65536;
+
+/**
+ * Block index → slot, like a Map but in Int32Array pages allocated on first touch: a
+ * JavaScript Map of a million entries lives in the garbage-collected heap and makes every
+ * full collection walk it, which at GiB sizes cost more than the IO itself.
+ * Stored values: 0 absent, -1 a zero block, slot + 1 otherwise.
+ */
+class BlockTable {
+  private readonly pages: Array<Int32Array | undefined>;
+  /** Blocks present (stored or zero). */
+  size = 0;
+
+  constructor(blocks: number) {
+    this.pages = new Array(Math.ceil(blocks / TABLE_PAGE_BLOCKS)).fill(undefined);
+  }
+
+  get(block: number): number | undefined {
+    const page = this.pages[Math.floor(block / TABLE_PAGE_BLOCKS)];
+    const value = page === undefined ? 0 : (page[block % TABLE_PAGE_BLOCKS] as number);
+    return value === 0 ? undefined : value === -1 ? ZERO_SLOT : value - 1;
+  }
+
+  has(block: number): boolean {
+    return this.get(block) !== undefined;
+  }
+
+  set(block: number, slot: number): void {
+    const index = Math.floor(block / TABLE_PAGE_BLOCKS);
+    let page = this.pages[index];
+    if (page === undefined) {
+      page = new Int32Array(TABLE_PAGE_BLOCKS);
+      this.pages[index] = page;
+    }
+    const at = block % TABLE_PAGE_BLOCKS;
+    if (page[at] === 0) this.size++;
+    page[at] = slot === ZERO_SLOT ? -1 : slot + 1;
+  }
+
+  delete(block: number): void {
+    const page = this.pages[Math.floor(block / TABLE_PAGE_BLOCKS)];
+    const at = block % TABLE_PAGE_BLOCKS;
+    if (page === undefined || page[at] === 0) return;
+    page[at] = 0;
+    this.size--;
+  }
+}
+
+/** A stack of free slot numbers in a growable Int32Array (kept out of the GC'd heap too). */
+class SlotStack {
+  private items = new Int32Array(1024);
+  private count = 0;
+
+  push(slot: number): void {
+    if (this.count === this.items.length) {
+      const grown = new Int32Array(this.items.length * 2);
+      grown.set(this.items);
+      this.items = grown;
+    }
+    this.items[this.count++] = slot;
+  }
+
+  pop(): number | undefined {
+    return this.count === 0 ? undefined : this.items[--this.count];
+  }
+}
 
 /** Options for {@link MemoryBlockDevice}. */
 export interface MemoryBlockDeviceOptions {
@@ -85,9 +152,9 @@ export class MemoryBlockDevice implements BlockDevice {
   private readonly capacityBlocks: number;
   private readonly fastZeroes: boolean;
   /** Block index → slot in the slabs, or ZERO_SLOT. Absent = a hole. */
-  private readonly blocks = new Map<number, number>();
+  private readonly blocks: BlockTable;
   private readonly slabs: Uint8Array[] = [];
-  private readonly freeSlots: number[] = [];
+  private readonly freeSlots = new SlotStack();
   private slotsUsed = 0;
   private zeroBlocks = 0;
   private flushes = 0;
@@ -113,6 +180,7 @@ export class MemoryBlockDevice implements BlockDevice {
     );
     this.readOnly = checkBoolean(options.readOnly ?? false, "readOnly");
     this.fastZeroes = checkBoolean(options.fastZeroes ?? true, "fastZeroes");
+    this.blocks = new BlockTable(Math.ceil(this.sizeBytes / MEMORY_DEVICE_BLOCK_BYTES));
   }
 
   stats(): MemoryBlockDeviceStats {

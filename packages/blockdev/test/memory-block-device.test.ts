@@ -178,6 +178,33 @@ describe("MemoryBlockDevice", () => {
     }
   });
 
+  test("the block table spans its 256 MiB pages: IO across a page edge, far sparse blocks", async () => {
+    const device = new MemoryBlockDevice({ sizeBytes: 2 ** 40 });
+    const edge = 65536 * BLOCK; // first block of the block table's second page
+    const data = Uint8Array.from({ length: 4 * BLOCK }, (_, i) => (i >> 9) + 1);
+    await device.write({ offsetBytes: edge - 2 * BLOCK, data });
+    await device.write({ offsetBytes: 2 ** 40 - BLOCK, data: data.subarray(0, BLOCK) });
+    assert.deepEqual(
+      await device.read({ offsetBytes: edge - 2 * BLOCK, lengthBytes: 4 * BLOCK }),
+      data,
+    );
+    assert.deepEqual(
+      await device.allocation({ offsetBytes: edge - 4 * BLOCK, lengthBytes: 8 * BLOCK }),
+      [
+        { offsetBytes: edge - 4 * BLOCK, lengthBytes: 2 * BLOCK, hole: true, zero: true },
+        { offsetBytes: edge - 2 * BLOCK, lengthBytes: 4 * BLOCK, hole: false, zero: false },
+        { offsetBytes: edge + 2 * BLOCK, lengthBytes: 2 * BLOCK, hole: true, zero: true },
+      ],
+    );
+    await device.discard({ offsetBytes: edge - BLOCK, lengthBytes: 2 * BLOCK });
+    assert.equal(device.stats().allocatedBlocks, 3);
+    assert.deepEqual(
+      await device.read({ offsetBytes: 2 ** 40 - BLOCK, lengthBytes: BLOCK }),
+      data.subarray(0, BLOCK),
+    );
+    assert.throws(() => new MemoryBlockDevice({ sizeBytes: 2 ** 45 }), /sizeBytes/);
+  });
+
   test("reports the contract's geometry", () => {
     const device = new MemoryBlockDevice({ sizeBytes: 1 << 20 });
     assert.equal(device.logicalBlockBytes, 512);

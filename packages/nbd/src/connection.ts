@@ -183,7 +183,7 @@ export class Connection implements Executor {
    * replies sent just before are not lost), then releases the socket.
    */
   endGracefully(): void {
-    if (this.closed) return;
+    if (this.closed || (this.phase === "ended" && this.socket.writableEnded)) return;
     this.phase = "ended";
     this.handshakeTimer?.cancel();
     this.input.clear();
