@@ -110,6 +110,9 @@ export class Connection implements Executor {
   private session: Session | undefined;
   private current: RequestHeader | undefined;
   private currentAdmitted = false;
+  /** A WRITE payload being assembled, and how much of it has arrived. */
+  private partialPayload: Buffer | undefined;
+  private partialFilled = 0;
   private skipPayloadBytes = 0;
   private inflightRequests = 0;
   private inflightBytes = 0;
@@ -612,8 +615,8 @@ export class Connection implements Executor {
     }
     let payload: Buffer | undefined;
     if (header.type === P.CMD_WRITE) {
-      if (this.input.length < header.lengthBytes) return false;
-      payload = this.input.take(header.lengthBytes);
+      payload = this.receivePayload(header.lengthBytes);
+      if (payload === undefined) return false;
     }
     this.current = undefined;
     this.currentAdmitted = false;
@@ -625,6 +628,24 @@ export class Connection implements Executor {
       },
     );
     return true;
+  }
+
+  /**
+   * The WRITE payload once all of it is here. A payload that arrived whole is a view of the
+   * received chunk; a larger one is copied into its own buffer chunk by chunk as it arrives,
+   * while each chunk is still in cache, instead of all at once at the end.
+   */
+  private receivePayload(lengthBytes: number): Buffer | undefined {
+    if (this.partialPayload === undefined) {
+      if (this.input.length >= lengthBytes) return this.input.take(lengthBytes);
+      this.partialPayload = Buffer.allocUnsafe(lengthBytes);
+      this.partialFilled = 0;
+    }
+    const payload = this.partialPayload;
+    this.partialFilled += this.input.copyInto(payload, this.partialFilled);
+    if (this.partialFilled < lengthBytes) return undefined;
+    this.partialPayload = undefined;
+    return payload;
   }
 
   private windowHasRoom(costBytes: number): boolean {
@@ -658,7 +679,7 @@ export class Connection implements Executor {
     if (this.skipPayloadBytes > 0) return true;
     const current = this.current;
     if (current === undefined) return this.input.length < P.REQUEST_HEADER_BYTES;
-    return this.currentAdmitted && this.input.length < current.lengthBytes;
+    return this.currentAdmitted && this.partialPayload !== undefined;
   }
 
   /** Ends the connection once DISC (or a half-close) was seen and nothing is left to answer. */

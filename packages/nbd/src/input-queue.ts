@@ -41,6 +41,20 @@ export class InputQueue {
     return out;
   }
 
+  /** Moves up to `target.length - targetOffset` bytes into `target`; returns how many. */
+  copyInto(target: Buffer, targetOffset: number): number {
+    let copied = 0;
+    const wanted = target.length - targetOffset;
+    while (copied < wanted && this.chunks.length > 0) {
+      const chunk = this.chunks[0] as Buffer;
+      const piece = Math.min(chunk.length - this.headOffset, wanted - copied);
+      chunk.copy(target, targetOffset + copied, this.headOffset, this.headOffset + piece);
+      copied += piece;
+      this.consume(piece);
+    }
+    return copied;
+  }
+
   /** Drops up to `count` bytes; returns how many were dropped. */
   skip(count: number): number {
     let dropped = 0;
