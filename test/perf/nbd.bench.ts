@@ -234,10 +234,13 @@ try {
 
 const fmt = (value: number, digits = 0): string =>
   Number.isFinite(value) ? value.toLocaleString("en-US", { maximumFractionDigits: digits }) : "–";
+// CPU per IO holds steadier than throughput when other load shares the machine.
+const cpuPerOpUs = (r: JobResult): number => (r.serverCpuPercent / 100 / r.iops) * 1e6;
 console.log(
-  "\n| job | target | IOPS | MB/s | p50 µs | p99 µs | flush p50 µs | server CPU % | fio CPU % |",
+  "\n| job | target | IOPS | MB/s | p50 µs | p99 µs | flush p50 µs | server CPU % | " +
+    "server CPU µs/IO | fio CPU % |",
 );
-console.log("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+console.log("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const job of JOBS) {
   for (const target of targets) {
     const r = results.get(target.name)?.get(job);
@@ -245,7 +248,7 @@ for (const job of JOBS) {
     console.log(
       `| ${job} | ${target.name} | ${fmt(r.iops)} | ${fmt(r.megabytesPerSecond, 1)} | ${fmt(r.p50Us)} | ` +
         `${fmt(r.p99Us)} | ${r.syncP50Us === undefined ? "" : fmt(r.syncP50Us)} | ` +
-        `${fmt(r.serverCpuPercent)} | ${fmt(r.fioCpuPercent)} |`,
+        `${fmt(r.serverCpuPercent)} | ${fmt(cpuPerOpUs(r), 1)} | ${fmt(r.fioCpuPercent)} |`,
     );
   }
 }
@@ -258,7 +261,7 @@ for (const job of JOBS) {
   if (kit === undefined || hes === undefined) continue;
   console.log(
     `  ${job.padEnd(22)} throughput ${(hes.iops / kit.iops).toFixed(2)}×, p50 ${(kit.p50Us / hes.p50Us).toFixed(2)}×, ` +
-      `server CPU ${fmt(hes.serverCpuPercent)}% vs ${fmt(kit.serverCpuPercent)}%`,
+      `server CPU per IO ${(cpuPerOpUs(hes) / cpuPerOpUs(kit)).toFixed(2)}× nbdkit's`,
   );
 }
 rmSync(work, { recursive: true, force: true });
