@@ -246,7 +246,8 @@ for (const job of JOBS) {
     const r = results.get(target.name)?.get(job);
     if (r === undefined) continue;
     console.log(
-      `| ${job} | ${target.name} | ${fmt(r.iops)} | ${fmt(r.megabytesPerSecond, 1)} | ${fmt(r.p50Us)} | ` +
+      `| ${job} | ${target.name} | ${fmt(r.iops)} | ${fmt(r.megabytesPerSecond, 1)} | ` +
+        `${fmt(r.p50Us)} | ` +
         `${fmt(r.p99Us)} | ${r.syncP50Us === undefined ? "" : fmt(r.syncP50Us)} | ` +
         `${fmt(r.serverCpuPercent)} | ${fmt(cpuPerOpUs(r), 1)} | ${fmt(r.fioCpuPercent)} |`,
     );
@@ -260,7 +261,8 @@ for (const job of JOBS) {
   const hes = results.get(targets[1]?.name ?? "")?.get(job);
   if (kit === undefined || hes === undefined) continue;
   console.log(
-    `  ${job.padEnd(22)} throughput ${(hes.iops / kit.iops).toFixed(2)}×, p50 ${(kit.p50Us / hes.p50Us).toFixed(2)}×, ` +
+    `  ${job.padEnd(22)} throughput ${(hes.iops / kit.iops).toFixed(2)}×, ` +
+      `p50 ${(kit.p50Us / hes.p50Us).toFixed(2)}×, ` +
       `server CPU per IO ${(cpuPerOpUs(hes) / cpuPerOpUs(kit)).toFixed(2)}× nbdkit's`,
   );
 }

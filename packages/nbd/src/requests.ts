@@ -107,7 +107,9 @@ export function checkRequest(
   }
   if ((type === CMD_READ || type === CMD_WRITE) && lengthBytes > context.maximumPayloadBytes) {
     const errno = type === CMD_READ && context.structuredReplies ? NBD_EOVERFLOW : NBD_EINVAL;
-    const message = `${name}: ${lengthBytes} bytes is above the maximum payload of ${context.maximumPayloadBytes}`;
+    const message =
+      `${name}: ${lengthBytes} bytes is above the maximum payload ` +
+      `of ${context.maximumPayloadBytes}`;
     return { errno, message };
   }
   if (type === CMD_BLOCK_STATUS) return checkBlockStatus(request, context);
@@ -115,12 +117,16 @@ export function checkRequest(
   if (offsetBytes % block !== 0 || lengthBytes % block !== 0) {
     return {
       errno: NBD_EINVAL,
-      message: `${name}: offset ${offsetBytes} and length ${lengthBytes} must be multiples of ${block}`,
+      message:
+        `${name}: offset ${offsetBytes} and length ${lengthBytes} ` +
+        `must be multiples of ${block}`,
     };
   }
   if (offsetBytes + lengthBytes > context.sizeBytes) {
     const errno = type === CMD_WRITE || type === CMD_WRITE_ZEROES ? NBD_ENOSPC : NBD_EINVAL;
-    const message = `${name}: offset ${offsetBytes} + length ${lengthBytes} is past the end (${context.sizeBytes} bytes)`;
+    const message =
+      `${name}: offset ${offsetBytes} + length ${lengthBytes} is past the end ` +
+      `(${context.sizeBytes} bytes)`;
     return { errno, message };
   }
   return undefined;
@@ -137,7 +143,9 @@ function checkBlockStatus(
   if (request.lengthBytes === 0 || request.offsetBytes + request.lengthBytes > context.sizeBytes) {
     return {
       errno: NBD_EINVAL,
-      message: `BLOCK_STATUS: offset ${request.offsetBytes} + length ${request.lengthBytes} is empty or past the end`,
+      message:
+        `BLOCK_STATUS: offset ${request.offsetBytes} + length ${request.lengthBytes} ` +
+        "is empty or past the end",
     };
   }
   return undefined;

@@ -97,7 +97,8 @@ export async function run(
   const result = await runAny(tool, args, timeoutMs);
   if (result.status !== 0) {
     throw new Error(
-      `${tool} ${args.join(" ")} exited ${result.status}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`,
+      `${tool} ${args.join(" ")} exited ${result.status}\n` +
+        `stdout: ${result.stdout}\nstderr: ${result.stderr}`,
     );
   }
   return result.stdout;
