@@ -1,6 +1,16 @@
 /**
- * @hes/nbd: An NBD server (fixed newstyle, structured replies, block status) exporting any BlockDevice over a unix socket or TCP with TLS.
- *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * @hes/nbd: an NBD server (fixed newstyle, structured replies, base:allocation block status,
+ * STARTTLS) exporting any BlockDevice over unix sockets or TCP.
  */
-export {};
+export { NBD_ERRNO_BY_CODE, nbdErrnoOf } from "./errno.js";
+export * from "./limits.js";
+export {
+  isLoopbackHost,
+  type NbdBoundAddress,
+  type NbdExportOptions,
+  type NbdListenAddress,
+  NbdServer,
+  type NbdServerOptions,
+  type NbdServerStats,
+  type NbdTlsOptions,
+} from "./server.js";
