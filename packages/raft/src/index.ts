@@ -41,4 +41,39 @@ export {
   type SnapshotMeta,
   type SoftState,
 } from "./core/types.js";
+export {
+  type AppliedEntry,
+  type ProposalOutcome,
+  RaftLoop,
+  type RaftLoopOptions,
+  refusalError,
+  type StateMachine,
+  type Waiter,
+} from "./driver/raft-loop.js";
+export {
+  RaftNode,
+  type RaftNodeOptions,
+  type RaftNodeStatus,
+  type RequestOptions,
+} from "./driver/raft-node.js";
 export * from "./limits.js";
+export {
+  decodeEntry,
+  decodeHardState,
+  decodeSnapshot,
+  encodeEntry,
+  encodeHardState,
+  encodeSnapshot,
+} from "./storage/codec.js";
+export {
+  INITIAL_HARD_STATE,
+  LevelRaftStorage,
+  type LevelRaftStorageOptions,
+} from "./storage/level-storage.js";
+export {
+  mustSync,
+  type RaftStorage,
+  type RaftStorageWrite,
+  type StoredRaftState,
+} from "./storage/raft-storage.js";
+export { MemoryNetwork } from "./transport/memory-transport.js";
