@@ -76,4 +76,9 @@ export {
   type RaftStorageWrite,
   type StoredRaftState,
 } from "./storage/raft-storage.js";
+export {
+  GrpcRaftTransport,
+  type GrpcRaftTransportOptions,
+} from "./transport/grpc-transport.js";
 export { MemoryNetwork } from "./transport/memory-transport.js";
+export { createWireMessage, messageFromWire, messageToWire } from "./transport/wire.js";

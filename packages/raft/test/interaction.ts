@@ -223,6 +223,7 @@ export class InteractionEnv {
         preVote: a.kv.get("prevote") !== "false",
         checkQuorum: a.kv.get("checkquorum") !== "false",
         appendEntriesMax: Number(a.kv.get("max-entries") ?? 64),
+        unsafe: { commitPreviousTermByCount: a.kv.get("unsafe-commit-by-count") === "true" },
       };
       const stored: Stored = {
         hardState: { term, vote: 0, commit: 0 },
