@@ -7,6 +7,7 @@
  *   pnpm sim --members 5          forces the cluster size
  *   pnpm sim --unsafe send-before-persist|commit-previous-term
  *                                 switches a deliberate bug on (proves the checkers bite)
+ *   pnpm sim --end-to-end-only    checks end-to-end properties only (not the commit rule)
  *   pnpm sim --regressions        replays the regression list
  */
 import { randomInt } from "node:crypto";
@@ -46,6 +47,7 @@ for (const seed of seeds) {
   const result = runRaftSim({
     seed,
     trace: flag("trace"),
+    endToEndOnly: flag("end-to-end-only"),
     ...(unsafe === undefined ? {} : { unsafe }),
     ...(members === undefined ? {} : { members }),
   });

@@ -11,7 +11,9 @@
  *   same term (by induction, the logs are identical up to there);
  * - leader completeness: every committed entry is in the log of every later leader, and a
  *   committed index never holds two different entries;
- * - state-machine safety: no two members apply different entries at one index.
+ * - state-machine safety: no two members apply different entries at one index;
+ * - the commitment rule (§5.4.2, Figure 8), directly: a leader moves its commit index only
+ *   onto an entry of its own term (optional: see the constructor).
  *
  * The first violation is kept (with the virtual time); the run stops there.
  */
@@ -58,7 +60,15 @@ export class RaftChecker {
   /** Counters for the run summary. */
   readonly counts = { elections: 0, commits: 0, applies: 0, writesChecked: 0 };
 
-  constructor(private readonly now: () => number) {}
+  /**
+   * @param checkCommitRule also check §5.4.2 directly: a leader's commit index moves only
+   *   onto an entry of its own term. The end-to-end properties above catch a breach of it
+   *   only in rare schedules (Figure 8), so this makes the rule itself observable.
+   */
+  constructor(
+    private readonly now: () => number,
+    private readonly checkCommitRule = true,
+  ) {}
 
   private fail(message: string): void {
     if (this.violation === undefined) {
@@ -143,6 +153,18 @@ export class RaftChecker {
       }
       if (before !== undefined && s.commitIndex < before.commit) {
         this.fail(`member ${id}: commit index went back from ${before.commit} to ${s.commitIndex}`);
+      }
+      if (
+        this.checkCommitRule &&
+        s.role === "leader" &&
+        before?.role === "leader" &&
+        before.term === s.term &&
+        s.commitIndex > before.commit &&
+        core.termAt(s.commitIndex) !== s.term
+      ) {
+        this.fail(
+          `commitment rule: leader ${id} of term ${s.term} committed through ${core.termAt(s.commitIndex)}/${s.commitIndex}, an entry of an earlier term`,
+        );
       }
       if (before === undefined || s.commitIndex > before.commit) {
         this.recordCommitted(id, core, before?.commit ?? s.snapshotIndex, s.commitIndex);
