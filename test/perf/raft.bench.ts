@@ -97,6 +97,8 @@ type Reply = Record<string, unknown>;
 /** One member process and its line protocol. */
 class Member {
   child: ChildProcess | undefined;
+  /** Starts with RaftNode's leaderAppendsBeforePersist set this way. */
+  early = false;
   private waiting: Array<{ key: string; resolve: (reply: Reply) => void }> = [];
   private listeners: Array<(reply: Reply) => void> = [];
 
@@ -215,21 +217,35 @@ const members = [1, 2, 3].map((id) => {
 await Promise.all(members.map((m) => m.start()));
 let leader = await settledLeader(members);
 
-const rows: Array<[number, number, LoadResult]> = [];
-for (const payloadBytes of [64, 4096]) {
-  for (const depth of [1, 64]) {
-    const reply = await leader.request(
-      { cmd: "load", payloadBytes, depth, seconds: SECONDS },
-      "load",
-    );
-    rows.push([payloadBytes, depth, reply.load as LoadResult]);
+const rows: Array<[string, number, number, LoadResult]> = [];
+async function loadMatrix(mode: string, payloads: number[]): Promise<void> {
+  for (const payloadBytes of payloads) {
+    for (const depth of [1, 64]) {
+      const reply = await leader.request(
+        { cmd: "load", payloadBytes, depth, seconds: SECONDS },
+        "load",
+      );
+      rows.push([mode, payloadBytes, depth, reply.load as LoadResult]);
+    }
   }
 }
-console.log("\n| payload | outstanding | committed/s | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|");
-for (const [payload, depth, r] of rows) {
+// Warm up (JIT, level's files, gRPC streams) before measuring; on a fresh start the first
+// case otherwise pays for it.
+await leader.request({ cmd: "load", payloadBytes: 64, depth: 16, seconds: 2 }, "load");
+await loadMatrix("strict", [64, 4096]);
+// The same cluster restarted with the leader sending appends while it writes (one fsync
+// less on the commit path; RaftNode's leaderAppendsBeforePersist, off by default).
+for (const m of members) await m.request({ cmd: "stop" }, "stopped");
+for (const m of members) m.early = true;
+await Promise.all(members.map((m) => m.start()));
+leader = await settledLeader(members);
+await leader.request({ cmd: "load", payloadBytes: 64, depth: 16, seconds: 2 }, "load");
+await loadMatrix("leader appends before persist", [64]);
+console.log("\n| mode | payload | outstanding | committed/s | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|");
+for (const [mode, payload, depth, r] of rows) {
   console.log(
-    `| ${payload} B | ${depth} | ${Math.round(r.opsPerSecond).toLocaleString("en-US")} | ${r.p50Ms.toFixed(3)} | ${r.p99Ms.toFixed(3)} |`,
+    `| ${mode} | ${payload} B | ${depth} | ${Math.round(r.opsPerSecond).toLocaleString("en-US")} | ${r.p50Ms.toFixed(3)} | ${r.p99Ms.toFixed(3)} |`,
   );
 }
 
@@ -269,13 +285,17 @@ console.log(
 );
 console.log(`failover samples (ms): ${failovers.map((f) => f.toFixed(0)).join(" ")}`);
 
-const p50At1 = rows.find(([p, d]) => p === 64 && d === 1)?.[2].p50Ms ?? Number.NaN;
-const at64 = rows.find(([p, d]) => p === 64 && d === 64)?.[2].opsPerSecond ?? Number.NaN;
+const strict = (payload: number, depth: number): LoadResult | undefined =>
+  rows.find(([m, p, d]) => m === "strict" && p === payload && d === depth)?.[3];
+const early = rows.find(([m, p, d]) => m !== "strict" && p === 64 && d === 1)?.[3];
+const p50At1 = strict(64, 1)?.p50Ms ?? Number.NaN;
+const at64 = strict(64, 64)?.opsPerSecond ?? Number.NaN;
 const floor = fio.syncP50Ms + fio.writeP50Ms;
 console.log("\ntargets (issue 3):");
 console.log(`- failover p99 ≤ 3000 ms: ${percentile(failovers, 99).toFixed(0)} ms`);
 console.log(
-  `- commit p50 at 1 outstanding ≤ 2 × fdatasync p50 + 1 ms = ${(2 * floor + 1).toFixed(3)} ms: ${p50At1.toFixed(3)} ms`,
+  `- commit p50 at 1 outstanding ≤ 2 × fdatasync p50 + 1 ms = ${(2 * floor + 1).toFixed(3)} ms: ` +
+    `${p50At1.toFixed(3)} ms (strict), ${early?.p50Ms.toFixed(3)} ms (leader appends before persist)`,
 );
 console.log(
   `- ≥ 10,000 committed 64 B proposals/s at 64 outstanding: ${Math.round(at64).toLocaleString("en-US")}`,

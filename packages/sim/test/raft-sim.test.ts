@@ -44,3 +44,9 @@ test("the checkers catch sending before persisting", (t) => {
   assert.ok(found !== undefined, "no violation in seeds 1..100 with send-before-persist");
   t.diagnostic(`first violation at seed ${found.seed}: ${found.failure}`);
 });
+
+test("the checkers catch commitment by counting replicas of an earlier term", (t) => {
+  const found = firstFailure("commit-previous-term", 1, 30);
+  assert.ok(found !== undefined, "no violation in seeds 1..30 with commit-previous-term");
+  t.diagnostic(`first violation at seed ${found.seed}: ${found.failure}`);
+});

@@ -9,7 +9,7 @@
  *   {"cmd":"unprobe"} stop probing
  *   {"cmd":"stop"}    stop cleanly and exit
  *
- * argv[2]: {"id":1,"ports":{"1":p1,…},"dir":"…","tickMs":100,"electionTicks":10}
+ * argv[2]: {"id":1,"ports":{"1":p1,…},"dir":"…","tickMs":100,"electionTicks":10,"early":false}
  */
 import { createInterface } from "node:readline";
 import { addService, bindServer, createServer, RaftTransportService } from "@hes/proto";
@@ -22,6 +22,8 @@ interface Config {
   readonly dir: string;
   readonly tickMs: number;
   readonly electionTicks: number;
+  /** RaftNode's leaderAppendsBeforePersist. */
+  readonly early: boolean;
 }
 const config = JSON.parse(process.argv[2] ?? "{}") as Config;
 const nowMs = (): number => performance.timeOrigin + performance.now();
@@ -59,6 +61,7 @@ const node = await RaftNode.start({
   tickMs: config.tickMs,
   electionTicks: config.electionTicks,
   heartbeatTicks: 1,
+  leaderAppendsBeforePersist: config.early,
 });
 emit({ ready: config.id });
 

@@ -28,6 +28,7 @@ import {
   EntryType,
   type HardState,
   type Message,
+  MessageType,
   type RaftStatus,
   type Ready,
   type Refusal,
@@ -92,6 +93,11 @@ export interface RaftLoopOptions<Result> {
   /** Called after a membership-change entry is applied. */
   readonly onMembershipChange?: (confState: ConfState, change: ConfChange) => void;
   /**
+   * Lets a leader send appends, heartbeats and raftSnapshots while its own write of the same
+   * Ready is in progress (see `earlyMessages`). Default false: everything waits (STYLE §2).
+   */
+  readonly leaderAppendsBeforePersist?: boolean;
+  /**
    * Deliberate bug for proving the simulator's checkers: send a Ready's messages before its
    * write is durable. Never set outside tests.
    */
@@ -136,7 +142,9 @@ export class RaftLoop<Result = unknown> {
   private stopped = false;
   private failure: Error | undefined;
   private onIdle: (() => void) | undefined;
-  private persistedHard: HardState;
+  /** The hard state in storage, and the latest the core handed out (may differ in commit). */
+  private storedHard: HardState;
+  private latestHard: HardState;
   private appliedIndex: number;
   private readSeq = 0;
   private readonly proposals = new Map<number, PendingProposal<Result>>();
@@ -147,7 +155,8 @@ export class RaftLoop<Result = unknown> {
     this.options = options;
     this.logger = options.logger;
     this.core = new RaftCore(options.raft, options.initial);
-    this.persistedHard = options.initial.hardState;
+    this.storedHard = options.initial.hardState;
+    this.latestHard = options.initial.hardState;
     const snapshot = options.initial.snapshot;
     this.appliedIndex = snapshot.meta.index;
     if (snapshot.meta.index > 0) {
@@ -293,8 +302,21 @@ export class RaftLoop<Result = unknown> {
       this.failAll(new HesError("HES_CLOSED", "raft member stopped"));
       done();
     };
-    if (this.writing) this.onIdle = finish;
-    else finish();
+    // A clean stop stores the latest commit index, so a restart replays without waiting.
+    const flush = (): void => {
+      if (this.latestHard === this.storedHard || this.failure !== undefined) {
+        finish();
+        return;
+      }
+      const hardState = this.latestHard;
+      const write = { hardState, snapshot: undefined, truncateAfter: undefined, entries: [] };
+      this.options.storage.write({ ...write, sync: true }, (error) => {
+        if (error === undefined) this.storedHard = hardState;
+        finish();
+      });
+    };
+    if (this.writing) this.onIdle = flush;
+    else flush();
   }
 
   /** Stops at once, as a crash would: nothing more is written, sent or applied. */
@@ -346,34 +368,57 @@ export class RaftLoop<Result = unknown> {
     for (const message of inbox) this.core.step(message);
     if (!this.core.hasReady()) return;
     const rd = this.core.ready();
-    if (this.options.unsafe?.sendBeforePersist === true) this.send(rd);
-    const needsWrite =
-      rd.hardState !== undefined ||
-      rd.snapshot !== undefined ||
-      rd.truncateAfter !== undefined ||
-      rd.entries.length > 0;
-    if (!needsWrite) {
-      this.afterPersist(rd);
-      return;
-    }
-    this.writing = true;
+    const early = this.earlyMessages(rd);
+    for (const message of early) this.options.transport.send(message.to, message);
+    if (rd.hardState !== undefined) this.latestHard = rd.hardState;
     const write = {
-      hardState: rd.hardState,
+      hardState: this.latestHard === this.storedHard ? undefined : this.latestHard,
       snapshot: rd.snapshot,
       truncateAfter: rd.truncateAfter,
       entries: rd.entries,
     };
-    this.options.storage.write({ ...write, sync: mustSync(this.persistedHard, write) }, (error) =>
-      this.written(rd, error),
+    // A Ready that moved nothing but the commit index needs no write: the commit index is
+    // recomputed after a restart, so it rides along with the next write instead.
+    const needsWrite =
+      rd.snapshot !== undefined ||
+      rd.truncateAfter !== undefined ||
+      rd.entries.length > 0 ||
+      mustSync(this.storedHard, write);
+    if (!needsWrite) {
+      this.afterPersist(rd, early);
+      return;
+    }
+    this.writing = true;
+    this.options.storage.write({ ...write, sync: mustSync(this.storedHard, write) }, (error) => {
+      if (error === undefined && write.hardState !== undefined) this.storedHard = write.hardState;
+      this.written(rd, early, error);
+    });
+  }
+
+  /**
+   * Messages that may leave before the Ready's write is durable: none, unless
+   * `leaderAppendsBeforePersist` is set, in which case a leader's appends, heartbeats and
+   * raftSnapshots go at once (thesis §10.2.1: they promise nothing about the leader's disk,
+   * and the leader counts its own copy toward commit only after `advance`). Votes, vote
+   * requests and every response always wait.
+   */
+  private earlyMessages(rd: Ready): readonly Message[] {
+    if (this.options.unsafe?.sendBeforePersist === true) return rd.messages;
+    if (this.options.leaderAppendsBeforePersist !== true) return NO_MESSAGES;
+    return rd.messages.filter(
+      (m) =>
+        m.type === MessageType.Append ||
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Snapshot,
     );
   }
 
-  private written(rd: Ready, error: Error | undefined): void {
+  private written(rd: Ready, early: readonly Message[], error: Error | undefined): void {
     this.writing = false;
     if (error !== undefined) {
       this.fail(error);
     } else if (!this.stopped) {
-      this.afterPersist(rd);
+      this.afterPersist(rd, early);
     }
     const idle = this.onIdle;
     this.onIdle = undefined;
@@ -381,9 +426,8 @@ export class RaftLoop<Result = unknown> {
   }
 
   /** Steps 2–4 of a Ready (see `Ready`): send, apply, advance. */
-  private afterPersist(rd: Ready): void {
-    if (rd.hardState !== undefined) this.persistedHard = rd.hardState;
-    if (this.options.unsafe?.sendBeforePersist !== true) this.send(rd);
+  private afterPersist(rd: Ready, early: readonly Message[]): void {
+    this.send(rd, early);
     const settle: Array<() => void> = [];
     if (rd.restore !== undefined) this.restore(rd, settle);
     for (const entry of rd.committedEntries) this.apply(entry, settle);
@@ -402,8 +446,12 @@ export class RaftLoop<Result = unknown> {
     this.schedulePump();
   }
 
-  private send(rd: Ready): void {
-    for (const message of rd.messages) this.options.transport.send(message.to, message);
+  private send(rd: Ready, early: readonly Message[]): void {
+    if (early.length === rd.messages.length) return;
+    const sent = new Set(early);
+    for (const message of rd.messages) {
+      if (!sent.has(message)) this.options.transport.send(message.to, message);
+    }
   }
 
   private restore(rd: Ready, settle: Array<() => void>): void {
@@ -524,6 +572,8 @@ export class RaftLoop<Result = unknown> {
 }
 
 function noop(): void {}
+
+const NO_MESSAGES: readonly Message[] = Object.freeze([]);
 
 function droppedError(index: number): HesError {
   return new HesError(

@@ -71,6 +71,11 @@ export interface RaftNodeOptions<Result> {
   readonly requestTimeoutTicks?: number;
   readonly preVote?: boolean;
   readonly checkQuorum?: boolean;
+  /**
+   * Let the leader send appends while its own write is in progress (thesis §10.2.1): one
+   * fsync less on the commit path. Default false (every message waits for the write).
+   */
+  readonly leaderAppendsBeforePersist?: boolean;
   /** Seed of the election-timeout randomness; default from Math.random. */
   readonly prngSeed?: number;
   readonly onMembershipChange?: (confState: ConfState, change: ConfChange) => void;
@@ -180,6 +185,7 @@ export class RaftNode<Result = unknown> {
       snapshotEntriesInterval: options.snapshotEntriesInterval ?? SNAPSHOT_ENTRIES_INTERVAL_DEFAULT,
       requestTimeoutTicks: options.requestTimeoutTicks ?? electionTicks * 3,
       logger,
+      leaderAppendsBeforePersist: options.leaderAppendsBeforePersist === true,
       ...(options.onMembershipChange === undefined
         ? {}
         : { onMembershipChange: options.onMembershipChange }),

@@ -99,6 +99,8 @@ interface Params {
   readonly crashAtCommitRate: number;
   /** Probability that a member crashes the moment it becomes leader. */
   readonly crashAtElectionRate: number;
+  /** The driver's option: a leader's appends leave before its own write completes. */
+  readonly leaderAppendsBeforePersist: boolean;
 }
 
 function drawParams(prng: Prng, members: number | undefined): Params {
@@ -116,6 +118,7 @@ function drawParams(prng: Prng, members: number | undefined): Params {
     faultGapMs: prng.pick([300, 1_000, 3_000]),
     crashAtCommitRate: prng.pick([0, 0.05, 0.3]),
     crashAtElectionRate: prng.pick([0, 0.1, 0.3]),
+    leaderAppendsBeforePersist: prng.chance(0.5),
   };
 }
 
@@ -196,6 +199,7 @@ class RaftSim {
           onApply: (memberId, entry: AppliedEntry) =>
             this.checker.onApply(memberId, { ...entry, type: 1 }),
           unsafeSendBeforePersist: options.unsafe === "send-before-persist",
+          leaderAppendsBeforePersist: p.leaderAppendsBeforePersist,
         }),
       );
     }

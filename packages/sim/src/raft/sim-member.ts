@@ -55,6 +55,7 @@ export interface SimMemberOptions {
   readonly snapshotEntriesInterval: number;
   readonly onApply: (id: NodeId, entry: AppliedEntry) => void;
   readonly unsafeSendBeforePersist: boolean;
+  readonly leaderAppendsBeforePersist: boolean;
   readonly logger?: Logger;
 }
 
@@ -114,6 +115,7 @@ export class SimMember {
       snapshotEntriesInterval: o.snapshotEntriesInterval,
       requestTimeoutTicks: 3 * o.raft.electionTicks,
       logger: o.logger ?? nullLogger,
+      leaderAppendsBeforePersist: o.leaderAppendsBeforePersist,
       unsafe: { sendBeforePersist: o.unsafeSendBeforePersist },
     });
   }
