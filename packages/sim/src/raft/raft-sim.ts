@@ -15,7 +15,10 @@
 import { AssertionError, isHesError, type NodeId, Prng } from "@hes/base";
 import {
   type AppliedEntry,
+  type ConfChange,
+  ConfChangeType,
   type Message,
+  MessageType,
   makeConfState,
   type RaftCore,
   type StoredRaftState,
@@ -101,6 +104,10 @@ interface Params {
   readonly crashAtElectionRate: number;
   /** The driver's option: a leader's appends leave before its own write completes. */
   readonly leaderAppendsBeforePersist: boolean;
+  /** Members are removed and added back (as learners, then voters) during the run. */
+  readonly membershipChurn: boolean;
+  /** Probability that a vote or an ack is followed within 2 ms by its sender's crash. */
+  readonly crashAfterPromiseRate: number;
 }
 
 function drawParams(prng: Prng, members: number | undefined): Params {
@@ -115,10 +122,12 @@ function drawParams(prng: Prng, members: number | undefined): Params {
     driftMax: prng.pick([0, 0.05, 0.2, 0.5]),
     diskMaxUs: prng.pick([300, 2_000, 10_000]),
     syncUs: prng.pick([100, 1_000, 5_000]),
-    faultGapMs: prng.pick([300, 1_000, 3_000]),
-    crashAtCommitRate: prng.pick([0, 0.05, 0.3]),
+    faultGapMs: prng.pick([1_000, 3_000, 6_000]),
+    crashAtCommitRate: prng.pick([0, 0.02, 0.1]),
     crashAtElectionRate: prng.pick([0, 0.1, 0.3]),
     leaderAppendsBeforePersist: prng.chance(0.5),
+    membershipChurn: prng.chance(0.5),
+    crashAfterPromiseRate: prng.pick([0, 0.001, 0.005]),
   };
 }
 
@@ -154,6 +163,7 @@ class RaftSim {
     crashes: 0,
     partitions: 0,
     transfers: 0,
+    confChanges: 0,
   };
   private readonly tracing: boolean;
   private opSeq = 0;
@@ -172,7 +182,10 @@ class RaftSim {
     this.tracing = options.trace === true;
     this.network = new SimNetwork<Message>(this.scheduler, this.prng.fork());
     this.checker = new RaftChecker(() => this.scheduler.nowMs(), options.endToEndOnly !== true);
-    this.network.onSend = (from, _to, message) => this.checker.onSend(from, message);
+    this.network.onSend = (from, _to, message) => {
+      this.checker.onSend(from, message);
+      this.crashAfterPromise(from, message);
+    };
     this.ids = Array.from({ length: this.params.memberCount }, (_, i) => i + 1);
     const p = this.params;
     for (const id of this.ids) {
@@ -239,6 +252,26 @@ class RaftSim {
   private readonly leaderCommits = new Map<NodeId, number>();
 
   /**
+   * Buggify: now and then a member crashes within 2 ms of granting a vote or acknowledging
+   * an append, the window in which a promise not yet on disk would be forgotten.
+   */
+  private crashAfterPromise(from: NodeId, message: Message): void {
+    const promise =
+      (message.type === MessageType.VoteResponse && !message.reject) ||
+      (message.type === MessageType.AppendResponse && !message.reject);
+    if (!promise || this.faultsStopped || !this.prng.chance(this.params.crashAfterPromiseRate)) {
+      return;
+    }
+    const member = this.members.get(from) as SimMember;
+    const loop = member.loop;
+    this.scheduler.after(this.prng.between(0, 2_000), () => {
+      if (member.loop === loop && loop !== undefined && !this.faultsStopped) {
+        this.crash(member, "after a promise");
+      }
+    });
+  }
+
+  /**
    * Buggify (FoundationDB's term): now and then a leader crashes the moment its commit index
    * moves, before it can tell anyone. That is the narrowest, most dangerous window there is
    * (Figure 8 lives in it), and random crash times almost never hit it.
@@ -299,6 +332,7 @@ class RaftSim {
       for (let c = 0; c < this.params.clients; c++)
         this.scheduleClient(c, this.prng.between(0, 500_000));
       this.scheduleFault();
+      if (this.params.membershipChurn) this.scheduleMembership();
       const safetyEndUs = this.params.safetyMs * 1000;
       this.scheduler.run(safetyEndUs, this.afterEvent, this.failed);
       failure = this.checker.violation ?? this.livenessPhase();
@@ -448,7 +482,7 @@ class RaftSim {
     if (this.clientsStopped) return;
     const next = (): void => this.scheduleClient(client, this.prng.between(1_000, 100_000));
     const hint = this.leaderHint.get(client);
-    const target = hint !== undefined && this.prng.chance(0.8) ? hint : this.prng.pick(this.ids);
+    const target = hint !== undefined && this.prng.chance(0.95) ? hint : this.prng.pick(this.ids);
     const member = this.members.get(target) as SimMember;
     const loop = member.loop;
     if (loop === undefined) {
@@ -551,7 +585,8 @@ class RaftSim {
   // ─── Faults ────────────────────────────────────────────────────────────────────────────
 
   private scheduleFault(): void {
-    const gapUs = this.prng.between(100_000, this.params.faultGapMs * 1000);
+    const gapMs = this.params.faultGapMs;
+    const gapUs = this.prng.between(gapMs * 500, gapMs * 1500);
     this.scheduler.after(gapUs, () => {
       if (this.faultsStopped) return;
       this.injectFault();
@@ -593,7 +628,7 @@ class RaftSim {
     this.stats.crashes++;
     member.crash();
     this.log(`crash ${member.id} ${why}`);
-    this.scheduler.after(this.prng.between(50_000, 5_000_000), () => {
+    this.scheduler.after(this.prng.between(50_000, 3_000_000), () => {
       if (!member.up && !this.faultsStopped) this.restart(member);
     });
   }
@@ -629,6 +664,46 @@ class RaftSim {
       if (this.faultsStopped) return;
       this.network.heal();
       this.log("partition healed");
+    });
+  }
+
+  /**
+   * Membership churn: through the current leader, remove a voter (the leader itself
+   * included), add it back as a learner, then promote it once it caught up. Runs until the
+   * end; in the liveness phase it only adds members back.
+   */
+  private scheduleMembership(): void {
+    this.scheduler.after(this.prng.between(300_000, 3_000_000), () => {
+      if (this.clientsStopped) return;
+      this.membershipStep();
+      this.scheduleMembership();
+    });
+  }
+
+  private membershipStep(): void {
+    const leader = this.currentLeader();
+    const loop = leader === undefined ? undefined : this.members.get(leader.id)?.loop;
+    if (loop === undefined) return;
+    const conf = loop.core.status().confState;
+    const outside = this.ids.filter(
+      (id) => !conf.voters.includes(id) && !conf.learners.includes(id),
+    );
+    let change: ConfChange | undefined;
+    const learner = conf.learners[0];
+    if (learner !== undefined) change = { type: ConfChangeType.AddVoter, nodeId: learner };
+    else if (outside[0] !== undefined)
+      change = { type: ConfChangeType.AddLearner, nodeId: outside[0] };
+    else if (!this.faultsStopped && conf.voters.length >= 3 && this.prng.chance(0.5)) {
+      change = { type: ConfChangeType.Remove, nodeId: this.prng.pick(conf.voters) };
+    }
+    if (change === undefined) return;
+    const what = `${["", "add-voter", "remove", "add-learner"][change.type]} ${change.nodeId}`;
+    loop.proposeConfChange(change, {
+      resolve: () => {
+        this.stats.confChanges++;
+        this.log(`membership: ${what} applied`);
+      },
+      reject: (error) => this.log(`membership: ${what} refused: ${error.message}`),
     });
   }
 
