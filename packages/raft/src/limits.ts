@@ -89,6 +89,13 @@ export const READS_PENDING_MAX = 65_536;
  */
 export const SNAPSHOT_ENTRIES_INTERVAL_DEFAULT = 10_000;
 
+/**
+ * How long a membership change keeps retrying passing refusals (HES_BUSY: a new leader's
+ * first commit, a change in flight, a learner catching up) before it gives up. A learner
+ * catching up on a large log is the slow case; a minute covers a cluster map of ~100 MB.
+ */
+export const MEMBERSHIP_TIMEOUT_MS_DEFAULT = 60_000;
+
 /** Messages queued to one peer by a transport before it drops (Raft retransmits). */
 export const TRANSPORT_QUEUE_MESSAGES_MAX = 4096;
 

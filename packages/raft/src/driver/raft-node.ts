@@ -36,6 +36,7 @@ import {
   ENTRY_DATA_BYTES_MAX,
   HEARTBEAT_TICKS_DEFAULT,
   MEMBERS_MAX,
+  MEMBERSHIP_TIMEOUT_MS_DEFAULT,
   SNAPSHOT_ENTRIES_INTERVAL_DEFAULT,
   TICK_MS_DEFAULT,
 } from "../limits.js";
@@ -98,12 +99,6 @@ export interface RaftNodeStatus {
   /** True after a storage failure: the member stopped and must be restarted. */
   readonly failed: boolean;
 }
-
-/**
- * How long a membership change keeps retrying passing refusals (HES_BUSY: a learner catching
- * up, a change in flight) before it gives up with the last refusal.
- */
-const MEMBERSHIP_TIMEOUT_MS_DEFAULT = 60_000;
 
 export class RaftNode<Result = unknown> {
   private readonly loop: RaftLoop<Result>;

@@ -374,7 +374,8 @@ class RaftSim {
     const leaderDeadlineUs = healedUs + LIVENESS_LEADER_TICKS * TICK_MS * 1000;
     this.scheduler.run(leaderDeadlineUs, this.afterEvent, () => {
       if (this.failed()) return true;
-      const leader = this.currentLeader();
+      // A leader whose pending membership change removes it is about to step down.
+      const leader = this.currentLeader(true);
       if (leader === undefined || stable?.id !== leader.id || stable.term !== leader.term) {
         stable = leader === undefined ? undefined : { ...leader, sinceUs: this.scheduler.nowUs() };
         return false;
@@ -395,14 +396,17 @@ class RaftSim {
     return this.livenessCommit(leader.id);
   }
 
-  private currentLeader(): { id: NodeId; term: number } | undefined {
+  /** The leader of the highest term among live members (optionally: one that stays). */
+  private currentLeader(mustStay = false): { id: NodeId; term: number } | undefined {
     let best: { id: NodeId; term: number } | undefined;
     let maxTerm = 0;
     for (const m of this.liveMembers()) {
-      const s = (m.loop as NonNullable<SimMember["loop"]>).core.status();
+      const s = this.loopOf(m).core.status();
       maxTerm = Math.max(maxTerm, s.term);
-      if (s.role === "leader" && (best === undefined || s.term > best.term))
+      const stays = !mustStay || s.confState.voters.includes(m.id);
+      if (s.role === "leader" && stays && (best === undefined || s.term > best.term)) {
         best = { id: m.id, term: s.term };
+      }
     }
     return best !== undefined && best.term === maxTerm ? best : undefined;
   }
@@ -444,7 +448,12 @@ class RaftSim {
     if (this.checker.violation !== undefined) return this.checker.violation;
     if (this.outstanding > 0)
       return `liveness: ${this.outstanding} client operations never settled`;
-    return this.livenessFailure ?? this.checkConvergence(leaderId);
+    if (this.livenessFailure !== undefined) return this.livenessFailure;
+    const now = this.currentLeader();
+    if (now?.id !== leaderId) {
+      return `liveness: leadership moved from ${leaderId} to ${now?.id ?? "nobody"} after it was stable`;
+    }
+    return this.checkConvergence(leaderId);
   }
 
   private checkConvergence(leaderId: NodeId): string | undefined {

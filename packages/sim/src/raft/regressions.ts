@@ -5,4 +5,11 @@
 export const RAFT_REGRESSION_SEEDS: ReadonlyArray<{
   readonly seed: number;
   readonly reason: string;
-}> = [];
+}> = [
+  {
+    seed: 94913812558914,
+    reason:
+      "runner: a leader's own removal, proposed before healing, committed during the liveness " +
+      "phase; the 'stable' leader stepped down and convergence was judged against it",
+  },
+];
