@@ -21,6 +21,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { type LoadResult, percentile, printHeader } from "./common.js";
@@ -217,15 +218,20 @@ const members = [1, 2, 3].map((id) => {
 await Promise.all(members.map((m) => m.start()));
 let leader = await settledLeader(members);
 
-const rows: Array<[string, number, number, LoadResult]> = [];
+const rows: Array<[string, number, number, LoadResult, number]> = [];
+async function clusterCpuUs(): Promise<number> {
+  const replies = await Promise.all(members.map((m) => m.request({ cmd: "cpu" }, "cpuUs")));
+  return replies.reduce((sum, r) => sum + (r.cpuUs as number), 0);
+}
 async function loadMatrix(mode: string, payloads: number[]): Promise<void> {
   for (const payloadBytes of payloads) {
     for (const depth of [1, 64]) {
-      const reply = await leader.request(
-        { cmd: "load", payloadBytes, depth, seconds: SECONDS },
-        "load",
-      );
-      rows.push([mode, payloadBytes, depth, reply.load as LoadResult]);
+      const cpuBefore = await clusterCpuUs();
+      const command = { cmd: "load", payloadBytes, depth, seconds: SECONDS };
+      const load = (await leader.request(command, "load")).load as LoadResult;
+      const cpuUs = (await clusterCpuUs()) - cpuBefore;
+      // CPU of all three members per committed proposal (over the warm-up second too).
+      rows.push([mode, payloadBytes, depth, load, cpuUs / (load.opsPerSecond * (SECONDS + 1))]);
     }
   }
 }
@@ -241,13 +247,20 @@ await Promise.all(members.map((m) => m.start()));
 leader = await settledLeader(members);
 await leader.request({ cmd: "load", payloadBytes: 64, depth: 16, seconds: 2 }, "load");
 await loadMatrix("leader appends before persist", [64]);
-console.log("\n| mode | payload | outstanding | committed/s | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|---|");
-for (const [mode, payload, depth, r] of rows) {
+console.log("\n| mode | payload | outstanding | committed/s | p50 ms | p99 ms | CPU µs/commit |");
+console.log("|---|---|---|---|---|---|---|");
+for (const [mode, payload, depth, r, cpu] of rows) {
+  const perSecond = Math.round(r.opsPerSecond).toLocaleString("en-US");
   console.log(
-    `| ${mode} | ${payload} B | ${depth} | ${Math.round(r.opsPerSecond).toLocaleString("en-US")} | ${r.p50Ms.toFixed(3)} | ${r.p99Ms.toFixed(3)} |`,
+    `| ${mode} | ${payload} B | ${depth} | ${perSecond} | ${r.p50Ms.toFixed(3)} | ${r.p99Ms.toFixed(3)} | ${cpu.toFixed(0)} |`,
   );
 }
+console.log("(CPU µs/commit: user + system time of all three members per committed proposal)");
+console.log(
+  `load average (other work on this VM skews every figure): ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ")}`,
+);
 
 const failovers: number[] = [];
 for (let k = 0; k < KILLS; k++) {

@@ -7,6 +7,7 @@
  *   {"cmd":"load","payloadBytes":64,"depth":1,"seconds":5} → {"load":{ops/s, p50, p99}}
  *   {"cmd":"probe"}   propose every 5 ms while leading; the first commit → {"committedAtMs":…}
  *   {"cmd":"unprobe"} stop probing
+ *   {"cmd":"cpu"}     → {"cpuUs": user + system CPU time of this process so far}
  *   {"cmd":"stop"}    stop cleanly and exit
  *
  * argv[2]: {"id":1,"ports":{"1":p1,…},"dir":"…","tickMs":100,"electionTicks":10,"early":false}
@@ -87,7 +88,10 @@ async function probe(): Promise<void> {
 for await (const line of createInterface({ input: process.stdin })) {
   const command = JSON.parse(line) as { cmd: string } & Record<string, number>;
   if (command.cmd === "status") emit({ status: node.status() });
-  else if (command.cmd === "probe") void probe();
+  else if (command.cmd === "cpu") {
+    const usage = process.cpuUsage();
+    emit({ cpuUs: usage.user + usage.system });
+  } else if (command.cmd === "probe") void probe();
   else if (command.cmd === "unprobe") probeGeneration++;
   else if (command.cmd === "load") {
     const payload = new Uint8Array(command.payloadBytes ?? 64).fill(7);
