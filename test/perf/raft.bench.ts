@@ -67,17 +67,22 @@ function fioFdatasync(): FioLatency {
     "--output-format=json",
   ]).toString();
   rmSync(file, { force: true });
-  const job = (JSON.parse(out) as { jobs: Array<Record<string, any>> }).jobs[0] as Record<
-    string,
-    any
-  >;
-  const sync = job.sync.lat_ns.percentile as Record<string, number>;
-  const write = job.write.clat_ns.percentile as Record<string, number>;
+  /** The part of fio's JSON output read here. */
+  interface FioJob {
+    readonly sync: { readonly lat_ns: { readonly percentile: Record<string, number> } };
+    readonly write: {
+      readonly clat_ns: { readonly percentile: Record<string, number> };
+      readonly iops: number;
+    };
+  }
+  const job = (JSON.parse(out) as { jobs: FioJob[] }).jobs[0] as FioJob;
+  const sync = job.sync.lat_ns.percentile;
+  const write = job.write.clat_ns.percentile;
   return {
     syncP50Ms: (sync["50.000000"] ?? Number.NaN) / 1e6,
     syncP99Ms: (sync["99.000000"] ?? Number.NaN) / 1e6,
     writeP50Ms: (write["50.000000"] ?? Number.NaN) / 1e6,
-    iops: job.write.iops as number,
+    iops: job.write.iops,
   };
 }
 
@@ -199,7 +204,8 @@ async function settledLeader(members: Member[]): Promise<Member> {
 const fio = fioFdatasync();
 console.log(
   `\nfio 4 KiB write + fdatasync on ${root} (same disk): fdatasync p50 ${fio.syncP50Ms.toFixed(3)} ms, ` +
-    `p99 ${fio.syncP99Ms.toFixed(3)} ms; write p50 ${fio.writeP50Ms.toFixed(3)} ms; ${Math.round(fio.iops)} IOPS`,
+    `p99 ${fio.syncP99Ms.toFixed(3)} ms; write p50 ${fio.writeP50Ms.toFixed(3)} ms; ` +
+    `${Math.round(fio.iops)} IOPS`,
 );
 
 const ports = [await freePort(), await freePort(), await freePort()];
@@ -252,7 +258,8 @@ console.log("|---|---|---|---|---|---|---|");
 for (const [mode, payload, depth, r, cpu] of rows) {
   const perSecond = Math.round(r.opsPerSecond).toLocaleString("en-US");
   console.log(
-    `| ${mode} | ${payload} B | ${depth} | ${perSecond} | ${r.p50Ms.toFixed(3)} | ${r.p99Ms.toFixed(3)} | ${cpu.toFixed(0)} |`,
+    `| ${mode} | ${payload} B | ${depth} | ${perSecond} | ${r.p50Ms.toFixed(3)} | ` +
+      `${r.p99Ms.toFixed(3)} | ${cpu.toFixed(0)} |`,
   );
 }
 console.log("(CPU µs/commit: user + system time of all three members per committed proposal)");

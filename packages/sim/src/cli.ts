@@ -63,7 +63,8 @@ for (const seed of seeds) {
     failures++;
     if (failures === 1) firstFailureAt = ran;
     print(`seed=${seed} failure: ${result.failure}`);
-    const extra = `${unsafe === undefined ? "" : ` --unsafe ${unsafe}`}${members === undefined ? "" : ` --members ${members}`}`;
+    const unsafeArg = unsafe === undefined ? "" : ` --unsafe ${unsafe}`;
+    const extra = `${unsafeArg}${members === undefined ? "" : ` --members ${members}`}`;
     if (!quiet) print(`  replay: pnpm sim --seed ${seed}${extra} --trace`);
     if (!flag("keep-going")) break;
   }

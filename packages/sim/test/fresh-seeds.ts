@@ -27,7 +27,8 @@ export function freshSeedShard(shard: number): void {
       if (result.inconclusive) inconclusive++;
       assert.ok(
         result.ok,
-        `seed=${seed}: ${result.failure}\n  replay: pnpm sim --seed ${seed} --trace\n  params ${result.params}`,
+        `seed=${seed}: ${result.failure}\n  replay: pnpm sim --seed ${seed} --trace\n` +
+          `  params ${result.params}`,
       );
     }
     t.diagnostic(

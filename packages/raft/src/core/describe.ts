@@ -43,7 +43,8 @@ export function describeEntry(entry: Entry): string {
   if (entry.type === EntryType.Noop) return `${at} noop`;
   if (entry.type === EntryType.ConfChange) {
     const { change, confState } = decodeConfChange(entry.data);
-    return `${at} conf ${CHANGE_NAMES[change.type]} ${change.nodeId} → v(${confState.voters.join(",")}) l(${confState.learners.join(",")})`;
+    const members = `v(${confState.voters.join(",")}) l(${confState.learners.join(",")})`;
+    return `${at} conf ${CHANGE_NAMES[change.type]} ${change.nodeId} → ${members}`;
   }
   return `${at} ${JSON.stringify(new TextDecoder().decode(entry.data))}`;
 }
@@ -79,7 +80,8 @@ export function describeMessage(m: Message): string {
       if (m.snapshot !== undefined) {
         const meta = m.snapshot.meta;
         parts.push(
-          `snapshot=${meta.term}/${meta.index} v(${meta.confState.voters.join(",")}) l(${meta.confState.learners.join(",")})`,
+          `snapshot=${meta.term}/${meta.index} ` +
+            `v(${meta.confState.voters.join(",")}) l(${meta.confState.learners.join(",")})`,
         );
       }
       break;

@@ -422,7 +422,8 @@ export class RaftCore {
         if (inLease && !m.force) {
           this.logger.debug(
             { from: m.from, term: m.term },
-            `ignored ${m.type === MessageType.Vote ? "vote" : "pre-vote"} from ${m.from}: leader ${this.lead} is live`,
+            `ignored ${m.type === MessageType.Vote ? "vote" : "pre-vote"} from ${m.from}: ` +
+              `leader ${this.lead} is live`,
           );
           return false;
         }

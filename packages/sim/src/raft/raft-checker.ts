@@ -163,7 +163,8 @@ export class RaftChecker {
         core.termAt(s.commitIndex) !== s.term
       ) {
         this.fail(
-          `commitment rule: leader ${id} of term ${s.term} committed through ${core.termAt(s.commitIndex)}/${s.commitIndex}, an entry of an earlier term`,
+          `commitment rule: leader ${id} of term ${s.term} committed through ` +
+            `${core.termAt(s.commitIndex)}/${s.commitIndex}, an entry of an earlier term`,
         );
       }
       if (before === undefined || s.commitIndex > before.commit) {
@@ -202,7 +203,8 @@ export class RaftChecker {
       const known = this.committed[i];
       if (known !== undefined && core.termAt(i) !== known.term) {
         this.fail(
-          `leader completeness: leader ${id} of term ${s.term} holds ${core.termAt(i)}/${i}, committed ${known.term}/${i}`,
+          `leader completeness: leader ${id} of term ${s.term} holds ${core.termAt(i)}/${i}, ` +
+            `committed ${known.term}/${i}`,
         );
         return;
       }

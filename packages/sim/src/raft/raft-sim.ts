@@ -576,7 +576,8 @@ class RaftSim {
         outcome !== "ok" &&
         this.livenessFailure === undefined
       ) {
-        this.livenessFailure = `liveness: put ${op.key}=${op.value} accepted after healing ended ${outcome}: ${error?.message ?? "timeout"}`;
+        const why = error?.message ?? "timeout";
+        this.livenessFailure = `liveness: put ${op.key}=${op.value} accepted after healing ended ${outcome}: ${why}`;
       }
     } else if (outcome === "ok") {
       this.stats.gets++;
