@@ -128,6 +128,9 @@ export interface ReadState {
  * 2. Send `messages`. Only now: a vote granted, or an append acknowledged, before it is on
  *    disk can be forgotten by a crash, and then two leaders of one term (a vote given twice)
  *    or a committed entry on fewer than a quorum of disks (an ack for a lost entry) follow.
+ *    (The one exception a driver may take: a leader's Append, Heartbeat and Snapshot messages
+ *    may leave while the write is in progress, thesis §10.2.1. They promise nothing about the
+ *    leader's disk, and the leader counts its own copy toward commit only after step 4.)
  * 3. If `restore` is set, restore the state machine from it; then apply `committedEntries`
  *    in order and serve `readStates` whose index has been applied. Applying before step 1
  *    could apply an entry this node then loses in a crash while its state machine (or a
