@@ -29,7 +29,7 @@ const ROOTS: readonly Root[] = [
     rule: "platform-free",
     required: true,
   },
-  { dir: "packages/raft/src/core", rule: "deterministic", required: false },
+  { dir: "packages/raft/src/core", rule: "deterministic", required: true },
   { dir: "packages/replication/src/cluster-map", rule: "deterministic", required: true },
   { dir: "packages/replication/src/placement", rule: "deterministic", required: true },
 ];

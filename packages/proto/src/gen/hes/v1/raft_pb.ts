@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hes/v1/raft.proto.
  */
 export const file_hes_v1_raft: GenFile = /*@__PURE__*/
-  fileDesc("ChFoZXMvdjEvcmFmdC5wcm90bxIGaGVzLnYxIlsKCVJhZnRFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEiMKBHR5cGUYAyABKA4yFS5oZXMudjEuUmFmdEVudHJ5VHlwZRIMCgRkYXRhGAQgASgMInUKDVJhZnRDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygNEhAKCGxlYXJuZXJzGAIgAygNEhcKD3ZvdGVyc19vdXRnb2luZxgDIAMoDRIVCg1sZWFybmVyc19uZXh0GAQgAygNEhIKCmF1dG9fbGVhdmUYBSABKAgiTwoSUmFmdENvbmZDaGFuZ2VJdGVtEigKBHR5cGUYASABKA4yGi5oZXMudjEuUmFmdENvbmZDaGFuZ2VUeXBlEg8KB25vZGVfaWQYAiABKA0iXQoOUmFmdENvbmZDaGFuZ2USKwoHY2hhbmdlcxgBIAMoCzIaLmhlcy52MS5SYWZ0Q29uZkNoYW5nZUl0ZW0SDQoFam9pbnQYAiABKAgSDwoHY29udGV4dBgDIAEoDCJaChBSYWZ0U25hcHNob3RNZXRhEg0KBWluZGV4GAEgASgEEgwKBHRlcm0YAiABKAQSKQoKY29uZl9zdGF0ZRgDIAEoCzIVLmhlcy52MS5SYWZ0Q29uZlN0YXRlIkQKDFJhZnRTbmFwc2hvdBImCgRtZXRhGAEgASgLMhguaGVzLnYxLlJhZnRTbmFwc2hvdE1ldGESDAoEZGF0YRgCIAEoDCI7Cg1SYWZ0SGFyZFN0YXRlEgwKBHRlcm0YASABKAQSDAoEdm90ZRgCIAEoDRIOCgZjb21taXQYAyABKAQijwIKC1JhZnRNZXNzYWdlEiUKBHR5cGUYASABKA4yFy5oZXMudjEuUmFmdE1lc3NhZ2VUeXBlEgwKBGZyb20YAiABKA0SCgoCdG8YAyABKA0SDAoEdGVybRgEIAEoBBIQCghsb2dfdGVybRgFIAEoBBINCgVpbmRleBgGIAEoBBIiCgdlbnRyaWVzGAcgAygLMhEuaGVzLnYxLlJhZnRFbnRyeRIOCgZjb21taXQYCCABKAQSDgoGcmVqZWN0GAkgASgIEhMKC3JlamVjdF9oaW50GAogASgEEiYKCHNuYXBzaG90GAsgASgLMhQuaGVzLnYxLlJhZnRTbmFwc2hvdBIPCgdjb250ZXh0GAwgASgMImcKEFJhZnRNZXNzYWdlQmF0Y2gSDAoEZnJvbRgBIAEoDRIKCgJ0bxgCIAEoDRISCgpjbHVzdGVyX2lkGAMgASgJEiUKCG1lc3NhZ2VzGAQgAygLMhMuaGVzLnYxLlJhZnRNZXNzYWdlIjYKC1NlbmRSZXF1ZXN0EicKBWJhdGNoGAEgASgLMhguaGVzLnYxLlJhZnRNZXNzYWdlQmF0Y2giDgoMU2VuZFJlc3BvbnNlKqYECg9SYWZ0TWVzc2FnZVR5cGUSIQodUkFGVF9NRVNTQUdFX1RZUEVfVU5TUEVDSUZJRUQQABIcChhSQUZUX01FU1NBR0VfVFlQRV9BUFBFTkQQARIlCiFSQUZUX01FU1NBR0VfVFlQRV9BUFBFTkRfUkVTUE9OU0UQAhIaChZSQUZUX01FU1NBR0VfVFlQRV9WT1RFEAMSIwofUkFGVF9NRVNTQUdFX1RZUEVfVk9URV9SRVNQT05TRRAEEh4KGlJBRlRfTUVTU0FHRV9UWVBFX1BSRV9WT1RFEAUSJwojUkFGVF9NRVNTQUdFX1RZUEVfUFJFX1ZPVEVfUkVTUE9OU0UQBhIfChtSQUZUX01FU1NBR0VfVFlQRV9IRUFSVEJFQVQQBxIoCiRSQUZUX01FU1NBR0VfVFlQRV9IRUFSVEJFQVRfUkVTUE9OU0UQCBIeChpSQUZUX01FU1NBR0VfVFlQRV9TTkFQU0hPVBAJEicKI1JBRlRfTUVTU0FHRV9UWVBFX1NOQVBTSE9UX1JFU1BPTlNFEAoSIQodUkFGVF9NRVNTQUdFX1RZUEVfVElNRU9VVF9OT1cQCxIgChxSQUZUX01FU1NBR0VfVFlQRV9SRUFEX0lOREVYEAwSKQolUkFGVF9NRVNTQUdFX1RZUEVfUkVBRF9JTkRFWF9SRVNQT05TRRANEh0KGVJBRlRfTUVTU0FHRV9UWVBFX1BST1BPU0UQDiqHAQoNUmFmdEVudHJ5VHlwZRIfChtSQUZUX0VOVFJZX1RZUEVfVU5TUEVDSUZJRUQQABIaChZSQUZUX0VOVFJZX1RZUEVfTk9STUFMEAESHwobUkFGVF9FTlRSWV9UWVBFX0NPTkZfQ0hBTkdFEAISGAoUUkFGVF9FTlRSWV9UWVBFX05PT1AQAyqpAQoSUmFmdENvbmZDaGFuZ2VUeXBlEiUKIVJBRlRfQ09ORl9DSEFOR0VfVFlQRV9VTlNQRUNJRklFRBAAEiMKH1JBRlRfQ09ORl9DSEFOR0VfVFlQRV9BRERfVk9URVIQARIgChxSQUZUX0NPTkZfQ0hBTkdFX1RZUEVfUkVNT1ZFEAISJQohUkFGVF9DT05GX0NIQU5HRV9UWVBFX0FERF9MRUFSTkVSEAMySwoUUmFmdFRyYW5zcG9ydFNlcnZpY2USMwoEU2VuZBITLmhlcy52MS5TZW5kUmVxdWVzdBoULmhlcy52MS5TZW5kUmVzcG9uc2UoAWIGcHJvdG8z");
+  fileDesc("ChFoZXMvdjEvcmFmdC5wcm90bxIGaGVzLnYxIlsKCVJhZnRFbnRyeRIMCgR0ZXJtGAEgASgEEg0KBWluZGV4GAIgASgEEiMKBHR5cGUYAyABKA4yFS5oZXMudjEuUmFmdEVudHJ5VHlwZRIMCgRkYXRhGAQgASgMIkMKDVJhZnRDb25mU3RhdGUSDgoGdm90ZXJzGAEgAygNEhAKCGxlYXJuZXJzGAIgAygNSgQIAxAESgQIBBAFSgQIBRAGIloKEFJhZnRTbmFwc2hvdE1ldGESDQoFaW5kZXgYASABKAQSDAoEdGVybRgCIAEoBBIpCgpjb25mX3N0YXRlGAMgASgLMhUuaGVzLnYxLlJhZnRDb25mU3RhdGUiRAoMUmFmdFNuYXBzaG90EiYKBG1ldGEYASABKAsyGC5oZXMudjEuUmFmdFNuYXBzaG90TWV0YRIMCgRkYXRhGAIgASgMIjsKDVJhZnRIYXJkU3RhdGUSDAoEdGVybRgBIAEoBBIMCgR2b3RlGAIgASgNEg4KBmNvbW1pdBgDIAEoBCKeAgoLUmFmdE1lc3NhZ2USJQoEdHlwZRgBIAEoDjIXLmhlcy52MS5SYWZ0TWVzc2FnZVR5cGUSDAoEZnJvbRgCIAEoDRIKCgJ0bxgDIAEoDRIMCgR0ZXJtGAQgASgEEhAKCGxvZ190ZXJtGAUgASgEEg0KBWluZGV4GAYgASgEEiIKB2VudHJpZXMYByADKAsyES5oZXMudjEuUmFmdEVudHJ5Eg4KBmNvbW1pdBgIIAEoBBIOCgZyZWplY3QYCSABKAgSEwoLcmVqZWN0X2hpbnQYCiABKAQSJgoIc25hcHNob3QYCyABKAsyFC5oZXMudjEuUmFmdFNuYXBzaG90Eg8KB2NvbnRleHQYDCABKAQSDQoFZm9yY2UYDSABKAgiZwoQUmFmdE1lc3NhZ2VCYXRjaBIMCgRmcm9tGAEgASgNEgoKAnRvGAIgASgNEhIKCmNsdXN0ZXJfaWQYAyABKAkSJQoIbWVzc2FnZXMYBCADKAsyEy5oZXMudjEuUmFmdE1lc3NhZ2UiNgoLU2VuZFJlcXVlc3QSJwoFYmF0Y2gYASABKAsyGC5oZXMudjEuUmFmdE1lc3NhZ2VCYXRjaCIOCgxTZW5kUmVzcG9uc2Uq6gMKD1JhZnRNZXNzYWdlVHlwZRIhCh1SQUZUX01FU1NBR0VfVFlQRV9VTlNQRUNJRklFRBAAEhwKGFJBRlRfTUVTU0FHRV9UWVBFX0FQUEVORBABEiUKIVJBRlRfTUVTU0FHRV9UWVBFX0FQUEVORF9SRVNQT05TRRACEhoKFlJBRlRfTUVTU0FHRV9UWVBFX1ZPVEUQAxIjCh9SQUZUX01FU1NBR0VfVFlQRV9WT1RFX1JFU1BPTlNFEAQSHgoaUkFGVF9NRVNTQUdFX1RZUEVfUFJFX1ZPVEUQBRInCiNSQUZUX01FU1NBR0VfVFlQRV9QUkVfVk9URV9SRVNQT05TRRAGEh8KG1JBRlRfTUVTU0FHRV9UWVBFX0hFQVJUQkVBVBAHEigKJFJBRlRfTUVTU0FHRV9UWVBFX0hFQVJUQkVBVF9SRVNQT05TRRAIEh4KGlJBRlRfTUVTU0FHRV9UWVBFX1NOQVBTSE9UEAkSIQodUkFGVF9NRVNTQUdFX1RZUEVfVElNRU9VVF9OT1cQCxIgChxSQUZUX01FU1NBR0VfVFlQRV9SRUFEX0lOREVYEAwSKQolUkFGVF9NRVNTQUdFX1RZUEVfUkVBRF9JTkRFWF9SRVNQT05TRRANIgQIChAKIgQIDhAOKocBCg1SYWZ0RW50cnlUeXBlEh8KG1JBRlRfRU5UUllfVFlQRV9VTlNQRUNJRklFRBAAEhoKFlJBRlRfRU5UUllfVFlQRV9OT1JNQUwQARIfChtSQUZUX0VOVFJZX1RZUEVfQ09ORl9DSEFOR0UQAhIYChRSQUZUX0VOVFJZX1RZUEVfTk9PUBADKqkBChJSYWZ0Q29uZkNoYW5nZVR5cGUSJQohUkFGVF9DT05GX0NIQU5HRV9UWVBFX1VOU1BFQ0lGSUVEEAASIwofUkFGVF9DT05GX0NIQU5HRV9UWVBFX0FERF9WT1RFUhABEiAKHFJBRlRfQ09ORl9DSEFOR0VfVFlQRV9SRU1PVkUQAhIlCiFSQUZUX0NPTkZfQ0hBTkdFX1RZUEVfQUREX0xFQVJORVIQAzJLChRSYWZ0VHJhbnNwb3J0U2VydmljZRIzCgRTZW5kEhMuaGVzLnYxLlNlbmRSZXF1ZXN0GhQuaGVzLnYxLlNlbmRSZXNwb25zZSgBYgZwcm90bzM");
 
 /**
  * @generated from message hes.v1.RaftEntry
@@ -49,7 +49,7 @@ export const RaftEntrySchema: GenMessage<RaftEntry> = /*@__PURE__*/
   messageDesc(file_hes_v1_raft, 0);
 
 /**
- * Voters and learners; during a joint change, the outgoing voters too.
+ * Voters and learners of one configuration (membership changes are single-server).
  *
  * @generated from message hes.v1.RaftConfState
  */
@@ -63,21 +63,6 @@ export type RaftConfState = Message<"hes.v1.RaftConfState"> & {
    * @generated from field: repeated uint32 learners = 2;
    */
   learners: number[];
-
-  /**
-   * @generated from field: repeated uint32 voters_outgoing = 3;
-   */
-  votersOutgoing: number[];
-
-  /**
-   * @generated from field: repeated uint32 learners_next = 4;
-   */
-  learnersNext: number[];
-
-  /**
-   * @generated from field: bool auto_leave = 5;
-   */
-  autoLeave: boolean;
 };
 
 /**
@@ -86,59 +71,6 @@ export type RaftConfState = Message<"hes.v1.RaftConfState"> & {
  */
 export const RaftConfStateSchema: GenMessage<RaftConfState> = /*@__PURE__*/
   messageDesc(file_hes_v1_raft, 1);
-
-/**
- * @generated from message hes.v1.RaftConfChangeItem
- */
-export type RaftConfChangeItem = Message<"hes.v1.RaftConfChangeItem"> & {
-  /**
-   * @generated from field: hes.v1.RaftConfChangeType type = 1;
-   */
-  type: RaftConfChangeType;
-
-  /**
-   * @generated from field: uint32 node_id = 2;
-   */
-  nodeId: number;
-};
-
-/**
- * Describes the message hes.v1.RaftConfChangeItem.
- * Use `create(RaftConfChangeItemSchema)` to create a new message.
- */
-export const RaftConfChangeItemSchema: GenMessage<RaftConfChangeItem> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 2);
-
-/**
- * A membership change. One item is a simple change; several (or `joint`) use joint consensus.
- *
- * @generated from message hes.v1.RaftConfChange
- */
-export type RaftConfChange = Message<"hes.v1.RaftConfChange"> & {
-  /**
-   * @generated from field: repeated hes.v1.RaftConfChangeItem changes = 1;
-   */
-  changes: RaftConfChangeItem[];
-
-  /**
-   * @generated from field: bool joint = 2;
-   */
-  joint: boolean;
-
-  /**
-   * Opaque context for the proposer (for example the new node's addresses).
-   *
-   * @generated from field: bytes context = 3;
-   */
-  context: Uint8Array;
-};
-
-/**
- * Describes the message hes.v1.RaftConfChange.
- * Use `create(RaftConfChangeSchema)` to create a new message.
- */
-export const RaftConfChangeSchema: GenMessage<RaftConfChange> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 3);
 
 /**
  * @generated from message hes.v1.RaftSnapshotMeta
@@ -165,7 +97,7 @@ export type RaftSnapshotMeta = Message<"hes.v1.RaftSnapshotMeta"> & {
  * Use `create(RaftSnapshotMetaSchema)` to create a new message.
  */
 export const RaftSnapshotMetaSchema: GenMessage<RaftSnapshotMeta> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 4);
+  messageDesc(file_hes_v1_raft, 2);
 
 /**
  * @generated from message hes.v1.RaftSnapshot
@@ -189,7 +121,7 @@ export type RaftSnapshot = Message<"hes.v1.RaftSnapshot"> & {
  * Use `create(RaftSnapshotSchema)` to create a new message.
  */
 export const RaftSnapshotSchema: GenMessage<RaftSnapshot> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 5);
+  messageDesc(file_hes_v1_raft, 3);
 
 /**
  * Persistent state that must be on disk before any message that depends on it is sent.
@@ -218,7 +150,7 @@ export type RaftHardState = Message<"hes.v1.RaftHardState"> & {
  * Use `create(RaftHardStateSchema)` to create a new message.
  */
 export const RaftHardStateSchema: GenMessage<RaftHardState> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 6);
+  messageDesc(file_hes_v1_raft, 4);
 
 /**
  * @generated from message hes.v1.RaftMessage
@@ -284,11 +216,18 @@ export type RaftMessage = Message<"hes.v1.RaftMessage"> & {
   snapshot?: RaftSnapshot | undefined;
 
   /**
-   * ReadIndex request id, or the campaign reason on TIMEOUT_NOW elections.
+   * READ_INDEX(_RESPONSE): the request id; HEARTBEAT(_RESPONSE): the ReadIndex round.
    *
-   * @generated from field: bytes context = 12;
+   * @generated from field: uint64 context = 12;
    */
-  context: Uint8Array;
+  context: bigint;
+
+  /**
+   * VOTE / PRE_VOTE sent for a leadership transfer: voters ignore leader stickiness.
+   *
+   * @generated from field: bool force = 13;
+   */
+  force: boolean;
 };
 
 /**
@@ -296,7 +235,7 @@ export type RaftMessage = Message<"hes.v1.RaftMessage"> & {
  * Use `create(RaftMessageSchema)` to create a new message.
  */
 export const RaftMessageSchema: GenMessage<RaftMessage> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 7);
+  messageDesc(file_hes_v1_raft, 5);
 
 /**
  * Messages from one member to another, sent together (the driver drains and batches).
@@ -332,7 +271,7 @@ export type RaftMessageBatch = Message<"hes.v1.RaftMessageBatch"> & {
  * Use `create(RaftMessageBatchSchema)` to create a new message.
  */
 export const RaftMessageBatchSchema: GenMessage<RaftMessageBatch> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 8);
+  messageDesc(file_hes_v1_raft, 6);
 
 /**
  * @generated from message hes.v1.SendRequest
@@ -349,7 +288,7 @@ export type SendRequest = Message<"hes.v1.SendRequest"> & {
  * Use `create(SendRequestSchema)` to create a new message.
  */
 export const SendRequestSchema: GenMessage<SendRequest> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 9);
+  messageDesc(file_hes_v1_raft, 7);
 
 /**
  * @generated from message hes.v1.SendResponse
@@ -362,7 +301,7 @@ export type SendResponse = Message<"hes.v1.SendResponse"> & {
  * Use `create(SendResponseSchema)` to create a new message.
  */
 export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
-  messageDesc(file_hes_v1_raft, 10);
+  messageDesc(file_hes_v1_raft, 8);
 
 /**
  * What a RaftMessage is. Values follow the paper's RPCs plus pre-vote, leadership transfer
@@ -426,16 +365,12 @@ export enum RaftMessageType {
   HEARTBEAT_RESPONSE = 8,
 
   /**
-   * InstallSnapshot for a follower whose next entry was compacted away.
+   * InstallSnapshot for a follower whose next entry was compacted away. The follower
+   * answers with an APPEND_RESPONSE at the snapshot's index.
    *
    * @generated from enum value: RAFT_MESSAGE_TYPE_SNAPSHOT = 9;
    */
   SNAPSHOT = 9,
-
-  /**
-   * @generated from enum value: RAFT_MESSAGE_TYPE_SNAPSHOT_RESPONSE = 10;
-   */
-  SNAPSHOT_RESPONSE = 10,
 
   /**
    * Leadership transfer: the leader tells the target to start an election now.
@@ -455,13 +390,6 @@ export enum RaftMessageType {
    * @generated from enum value: RAFT_MESSAGE_TYPE_READ_INDEX_RESPONSE = 13;
    */
   READ_INDEX_RESPONSE = 13,
-
-  /**
-   * A proposal forwarded from a follower to the leader.
-   *
-   * @generated from enum value: RAFT_MESSAGE_TYPE_PROPOSE = 14;
-   */
-  PROPOSE = 14,
 }
 
 /**
@@ -489,7 +417,10 @@ export enum RaftEntryType {
   NORMAL = 1,
 
   /**
-   * A membership change (data is a RaftConfChange).
+   * A single-server membership change. Data is @hes/raft's change record (core/conf.ts):
+   * version u8 (1), RaftConfChangeType u8, node id u32, voter count u16, voters u32...,
+   * learner count u16, learners u32..., then opaque context bytes; little-endian. It holds
+   * the whole resulting configuration, so a member that joins learns it from one entry.
    *
    * @generated from enum value: RAFT_ENTRY_TYPE_CONF_CHANGE = 2;
    */
@@ -510,6 +441,8 @@ export const RaftEntryTypeSchema: GenEnum<RaftEntryType> = /*@__PURE__*/
   enumDesc(file_hes_v1_raft, 1);
 
 /**
+ * The change a CONF_CHANGE entry makes.
+ *
  * @generated from enum hes.v1.RaftConfChangeType
  */
 export enum RaftConfChangeType {
@@ -519,16 +452,22 @@ export enum RaftConfChangeType {
   UNSPECIFIED = 0,
 
   /**
+   * Promotes a caught-up learner to voter.
+   *
    * @generated from enum value: RAFT_CONF_CHANGE_TYPE_ADD_VOTER = 1;
    */
   ADD_VOTER = 1,
 
   /**
+   * Removes a voter (the leader included) or a learner.
+   *
    * @generated from enum value: RAFT_CONF_CHANGE_TYPE_REMOVE = 2;
    */
   REMOVE = 2,
 
   /**
+   * Adds a member that receives the log but does not vote.
+   *
    * @generated from enum value: RAFT_CONF_CHANGE_TYPE_ADD_LEARNER = 3;
    */
   ADD_LEARNER = 3,
