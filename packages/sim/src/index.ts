@@ -1,6 +1,12 @@
 /**
- * @hes/sim: The deterministic simulator: SimClock, SimNetwork, SimDisk, seed runner and checkers (private).
- *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * @hes/sim: the deterministic simulator (private): SimClock, SimNetwork, SimDisk, seed runner
+ * and checkers. Built so far: SimDisk (see README.md).
  */
-export {};
+export {
+  type LatencyRangeMs,
+  SimDisk,
+  type SimDiskCounters,
+  type SimDiskFaults,
+  type SimDiskOptions,
+  SimMedium,
+} from "./sim-disk.js";
