@@ -170,14 +170,18 @@ export class DiskIndex {
 
   /**
    * Compaction moved a block from `source` to `target`: every view still referring to `source`
-   * at this block now refers to `target`. Returns false when no view did (the copy is dead).
+   * (with checksum `crc`) at this block now refers to `target`. Returns false when no view did
+   * (the copy is dead).
    */
-  relocate(chunk: ChunkIndex, block: number, source: number, target: number): boolean {
+  relocate(chunk: ChunkIndex, block: number, source: number, target: number, crc: number): boolean {
     const pageIndex = Math.floor(block / PAGE_BLOCKS);
     const slot = block % PAGE_BLOCKS;
     let moved = false;
+    // Same address and same checksum: the copy holds exactly what the view refers to.
     const visit = (page: Page | undefined): void => {
-      if (page === undefined || page.addresses[slot] !== source) return;
+      if (page === undefined || page.addresses[slot] !== source || page.crcs[slot] !== crc) {
+        return;
+      }
       page.addresses[slot] = target;
       this.dirtyPages.add(page);
       moved = true;

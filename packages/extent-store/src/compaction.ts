@@ -53,6 +53,8 @@ export interface CompactionHost {
   readonly checkpointSeq: number;
   /** Appends place records; resolves when durable and applied. */
   appendInternal(items: readonly PlacedRun[]): Promise<void>;
+  /** Keeps `segment` from being freed (and reused) while it is read; returns the release. */
+  pinSegment(segment: number): () => void;
   /** Checkpoints the index (which frees emptied segments). */
   requestCheckpoint(): Promise<void>;
   /** A pass found nothing more to do (writers waiting for space re-check). */
@@ -234,11 +236,15 @@ export class Compactor {
     const pieceBytes = Math.min(COMPACTION_PIECE_BYTES, this.host.writeBytesMax);
     const reader = await SegmentReader.create(disk, COMPACTION_PIECE_BYTES);
     const gather = await disk.buffers.acquire(pieceBytes);
+    // Blocks of the victim may all die while it is read; it must not be reused meanwhile, or
+    // the reads below would see another generation's data.
+    const unpin = this.host.pinSegment(segment);
     try {
       reader.moveTo(table.startBytes(segment), table.geometry.segmentSizeBytes);
       const ok = await this.copySegment(segment, reader, gather, paced);
       if (!ok) return;
     } finally {
+      unpin();
       reader.release();
       disk.buffers.release(gather);
     }

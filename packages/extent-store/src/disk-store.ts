@@ -27,7 +27,7 @@ import {
   type Logger,
 } from "@hes/base";
 import { crc32c } from "@node-rs/crc32";
-import { type ChunkIndex, DiskIndex, type PageArray } from "./chunk-index.js";
+import { type ChunkIndex, DiskIndex, PAGE_BYTES, type PageArray } from "./chunk-index.js";
 import { Compactor, type PlacedRun } from "./compaction.js";
 import {
   decodeSuperblock,
@@ -57,12 +57,13 @@ import {
   BATCH_DATA_BYTES_MAX,
   BATCH_ENTRIES_MAX,
   BATCH_HEADER_BYTES_MAX,
+  BATCHES_IN_FLIGHT_MAX,
   BLOCK_SIZE_BYTES,
   COMPACTION_RESERVE_SEGMENTS,
   DISK_BLOCKS_MAX,
   PAGE_BLOCKS,
-  SEGMENT_SEQ_RESERVATION,
   SEGMENTS_START_BYTES,
+  SEQ_RESERVATION,
   WRITE_BYTES_MAX,
 } from "./limits.js";
 import { type ReplayReport, replayLog } from "./replay.js";
@@ -113,6 +114,26 @@ async function readSuperblock(disk: Disk): Promise<Superblock | "blank"> {
   }
 }
 
+/** How a batch in flight ended. */
+type FlightOutcome =
+  | { readonly stage: "done" }
+  | { readonly stage: "write" | "sync"; readonly error: unknown };
+
+/** A batch written or syncing. */
+interface Flight {
+  readonly batch: PendingRecord[];
+  /** The records as encoded (with their data indexes). */
+  readonly records: StoreRecord[];
+  readonly buffer: Uint8Array;
+  readonly offset: number;
+  readonly lengthBytes: number;
+  /** Disk block address of the batch's first data block. */
+  readonly dataStart: number;
+  readonly lsn: number;
+  /** Never rejects. */
+  readonly done: Promise<FlightOutcome>;
+}
+
 /** One disk's store. Open with {@link DiskStore.open}. */
 export class DiskStore {
   readonly disk: Disk;
@@ -135,13 +156,25 @@ export class DiskStore {
   private readonly options: DiskStoreOptions;
   private readonly queue = new CommitQueue();
   private readonly batchDataBytesMax: number;
-  private headerBuffer: Uint8Array | undefined;
+  /** Header buffers for batches in flight (one each) and one block for end records. */
+  private readonly headerBuffers: Uint8Array[] = [];
+  private endBuffer: Uint8Array | undefined;
+  /** Batches written or syncing, oldest first; applied strictly in this order. */
+  private readonly flights: Flight[] = [];
   private active = 0;
+  /** Where the next batch is written (past the batches in flight). */
   private appendOffset = 0;
+  /** End of the last applied batch, and its LSN: what a checkpoint describes. */
+  private appliedOffset = 0;
+  private appliedLsn = 0;
   private activeSeq = 0;
   private seqCursor = 0;
+  /** Sequence numbers up to this one are durably reserved (usable). */
   private seqReserved = 0;
-  private checkpointPosition: LogPosition = { segment: 0, offsetBytes: 0, seq: 0 };
+  /** What meta writes record: at least `seqReserved`, ahead of it while a reservation is written. */
+  private seqReservedTarget = 0;
+  private reserving: Promise<void> | undefined;
+  private checkpointPosition: LogPosition = { segment: 0, offsetBytes: 0, seq: 0, lsn: 0 };
   private logBytesSinceCheckpoint = 0;
   private pumping: Promise<void> | undefined;
   private spaceWaiters: Array<() => void> = [];
@@ -256,7 +289,7 @@ export class DiskStore {
       formatVersion: FORMAT_VERSION,
       diskId: superblock.diskId,
       clusterId: superblock.clusterId,
-      position: { segment: 0, offsetBytes: 0, seq: 1 },
+      position: { segment: 0, offsetBytes: 0, seq: 1, lsn: 0 },
       nextPageId: 1,
       seqReserved: 1,
       clean: false,
@@ -294,22 +327,29 @@ export class DiskStore {
     await this.db.loadInto(this.index);
     this.index.nextPageId = meta.nextPageId;
     this.index.forEachLiveAddress((address) => this.table.addLive(address, 1));
-    this.headerBuffer = await this.disk.buffers.acquire(BATCH_HEADER_BYTES_MAX);
+    for (let i = 0; i < BATCHES_IN_FLIGHT_MAX; i++) {
+      this.headerBuffers.push(await this.disk.buffers.acquire(BATCH_HEADER_BYTES_MAX));
+    }
+    this.endBuffer = await this.disk.buffers.acquire(BLOCK_SIZE_BYTES);
     const report = await replayLog(this, meta.position, meta.clean);
     this.replayReport = report;
-    this.active = report.position.segment;
-    this.appendOffset = report.position.offsetBytes;
-    this.activeSeq = report.position.seq;
-    this.seqCursor = Math.max(report.position.seq, meta.seqReserved) + 1;
-    this.seqReserved = meta.seqReserved;
+    const { position } = report;
+    this.active = position.segment;
+    this.appendOffset = position.offsetBytes;
+    this.appliedOffset = position.offsetBytes;
+    this.appliedLsn = position.lsn;
+    this.activeSeq = position.seq;
+    // Above everything any earlier run may have used, even in batches replay did not accept.
+    this.seqCursor = Math.max(position.seq, position.lsn, meta.seqReserved) + 1;
     this.checkpointPosition = meta.position;
     this.checkpointSeq = meta.position.seq;
     this.logger.info(
       { batches: report.batches, bytes: report.bytes, stopped: report.stoppedBecause },
       "replayed log tail",
     );
-    this.seqReserved = this.seqCursor + SEGMENT_SEQ_RESERVATION - 1;
-    await this.requestCheckpoint();
+    this.seqReservedTarget = this.seqCursor + SEQ_RESERVATION - 1;
+    await this.requestCheckpoint(); // writes the reservation with the replayed state
+    this.seqReserved = this.seqReservedTarget;
     this.compactor.start();
   }
 
@@ -403,15 +443,40 @@ export class DiskStore {
     });
   }
 
+  /**
+   * Keeps up to BATCHES_IN_FLIGHT_MAX batches written or syncing, and completes them in log
+   * order. A new segment is opened only with nothing in flight.
+   */
   private async pumpLoop(): Promise<void> {
-    while (this.failure === undefined && this.queue.length > 0) {
+    while (this.failure === undefined && (this.queue.length > 0 || this.flights.length > 0)) {
+      if (this.flights.length >= BATCHES_IN_FLIGHT_MAX || this.queue.length === 0) {
+        await this.completeOldest();
+        continue;
+      }
       const plan = this.planBatch();
       if (plan === "blocked") {
-        await this.waitForSpace();
+        if (this.flights.length > 0) await this.completeOldest();
+        else await this.waitForSpace();
         continue;
       }
       this.spaceBlocked = false;
-      await this.commitBatch(plan.records, plan.roll);
+      if (plan.roll) {
+        if (this.flights.length > 0) {
+          this.queue.putBack(plan.records);
+          await this.completeOldest();
+          continue;
+        }
+        try {
+          await this.roll();
+        } catch (error) {
+          this.queue.settle(plan.records);
+          const mapped = this.noteFailure(error);
+          for (const pending of plan.records) pending.reject(mapped);
+          continue;
+        }
+      }
+      if (this.seqCursor + 2 > this.seqReserved) await this.reserveSeqs();
+      this.launch(plan.records);
     }
   }
 
@@ -487,53 +552,10 @@ export class DiskStore {
     if (this.spaceBlocked) this.wakeSpaceWaiters();
   }
 
-  private async commitBatch(batch: PendingRecord[], roll: boolean): Promise<void> {
-    let records: StoreRecord[];
-    let dataStart: number;
-    try {
-      if (roll) await this.roll();
-      ({ records, dataStart } = await this.writeBatch(batch));
-    } catch (error) {
-      this.queue.settle(batch);
-      const mapped = this.noteFailure(error);
-      for (const pending of batch) pending.reject(mapped);
-      return;
-    }
-    try {
-      await this.disk.sync();
-    } catch (error) {
-      this.queue.settle(batch);
-      const failure = this.fail(error);
-      for (const pending of batch) pending.reject(failure);
-      return;
-    }
-    const results = records.map((record) => this.apply(record, dataStart));
-    const headerBlocks = dataStart - this.batchStartAddress();
-    const dataBlocks = batch.reduce((sum, pending) => sum + pending.dataBlocks, 0);
-    this.appendOffset += (headerBlocks + dataBlocks) * BLOCK_SIZE_BYTES;
-    this.table.fillBytes[this.active] = this.appendOffset;
-    this.logBytesSinceCheckpoint += (headerBlocks + dataBlocks) * BLOCK_SIZE_BYTES;
-    this.queue.settle(batch);
-    batch.forEach((pending, i) => {
-      pending.resolve(results[i] as number);
-    });
-    if (this.logBytesSinceCheckpoint >= this.options.checkpointLogBytes) {
-      this.requestCheckpoint().catch(() => {});
-    }
-    this.compactor.kick();
-  }
-
-  private batchStartAddress(): number {
-    return (this.table.startBytes(this.active) + this.appendOffset) / BLOCK_SIZE_BYTES;
-  }
-
-  /** Encodes the header and writes header + data with one call. */
-  private async writeBatch(
-    batch: readonly PendingRecord[],
-  ): Promise<{ records: StoreRecord[]; dataStart: number }> {
+  /** Encodes a batch at the append position and starts its write and fdatasync. */
+  private launch(batch: PendingRecord[]): void {
     let dataIndex = 0;
     let headerBytes = 0;
-    const parts: Uint8Array[] = [];
     const records = batch.map((pending) => {
       headerBytes += pending.headerBytes;
       const record = pending.record;
@@ -543,34 +565,118 @@ export class DiskStore {
       return placed;
     });
     const headerBlocks = headerBlocksFor(headerBytes);
-    const header = (this.headerBuffer as Uint8Array).subarray(0, headerBlocks * BLOCK_SIZE_BYTES);
+    const buffer = this.headerBuffers.pop();
+    assert(buffer !== undefined, "a header buffer per batch in flight");
+    const header = buffer.subarray(0, headerBlocks * BLOCK_SIZE_BYTES);
+    const lsn = this.takeSeq();
     const placement = {
       segmentSeq: this.activeSeq,
       segmentIndex: this.active,
       offsetBlocks: this.appendOffset / BLOCK_SIZE_BYTES,
       headerBlocks,
       dataBlocks: dataIndex,
+      lsn,
+      durableLsn: this.appliedLsn,
     };
     encodeBatchHeader(header, placement, records, this.crcSeed);
-    parts.push(header);
+    const parts: Uint8Array[] = [header];
     for (const pending of batch) parts.push(...pending.data);
-    const position = this.table.startBytes(this.active) + this.appendOffset;
-    await this.disk.write(parts, position);
-    return { records, dataStart: position / BLOCK_SIZE_BYTES + headerBlocks };
+    const positionBytes = this.table.startBytes(this.active) + this.appendOffset;
+    const lengthBytes = (headerBlocks + dataIndex) * BLOCK_SIZE_BYTES;
+    const done = (async (): Promise<FlightOutcome> => {
+      try {
+        await this.disk.write(parts, positionBytes);
+      } catch (error) {
+        return { stage: "write", error };
+      }
+      try {
+        await this.disk.sync();
+      } catch (error) {
+        return { stage: "sync", error };
+      }
+      return { stage: "done" };
+    })();
+    this.flights.push({
+      batch,
+      records,
+      buffer,
+      offset: this.appendOffset,
+      lengthBytes,
+      dataStart: positionBytes / BLOCK_SIZE_BYTES + headerBlocks,
+      lsn,
+      done,
+    });
+    this.appendOffset += lengthBytes;
+  }
+
+  /** Waits for the oldest batch in flight and applies it (or handles its failure). */
+  private async completeOldest(): Promise<void> {
+    const flight = this.flights[0];
+    if (flight === undefined) return;
+    const outcome = await flight.done;
+    this.flights.shift();
+    this.headerBuffers.push(flight.buffer);
+    if (outcome.stage === "done" && this.failure === undefined) {
+      this.applyFlight(flight);
+      return;
+    }
+    // Batches after a failed one sit past a region of unknown content: undo them (their
+    // records go back to the queue, unacknowledged) and write again from the failed offset.
+    const later = this.flights.splice(0);
+    const outcomes = await Promise.all(later.map((next) => next.done));
+    for (const next of later) this.headerBuffers.push(next.buffer);
+    this.appendOffset = flight.offset;
+    this.queue.settle(flight.batch);
+    let error: unknown = this.failure;
+    if (outcome.stage === "sync") error = this.fail(outcome.error);
+    else if (outcome.stage === "write") error = this.noteFailure(outcome.error);
+    for (const pending of flight.batch) pending.reject(error);
+    for (const next of outcomes) if (next.stage === "sync") this.fail(next.error);
+    for (let i = later.length - 1; i >= 0; i--) {
+      const next = later[i] as Flight;
+      if (this.failure !== undefined) {
+        this.queue.settle(next.batch);
+        for (const pending of next.batch) pending.reject(this.failure);
+      } else {
+        this.queue.putBack(next.batch);
+      }
+    }
+  }
+
+  /** A batch is durable: apply its records in order and settle its callers. */
+  private applyFlight(flight: Flight): void {
+    const results = flight.records.map((record) => this.apply(record, flight.dataStart));
+    this.appliedOffset = flight.offset + flight.lengthBytes;
+    this.appliedLsn = flight.lsn;
+    this.table.fillBytes[this.active] = this.appliedOffset;
+    this.logBytesSinceCheckpoint += flight.lengthBytes;
+    this.queue.settle(flight.batch);
+    flight.batch.forEach((pending, i) => {
+      pending.resolve(results[i] as number);
+    });
+    if (this.logBytesSinceCheckpoint >= this.options.checkpointLogBytes) {
+      this.requestCheckpoint().catch(() => {});
+    }
+    this.compactor.kick();
   }
 
   /** Ends the active segment with an end record (synced) and makes the next one active. */
   private async roll(): Promise<void> {
+    assert(this.flights.length === 0, "roll with batches in flight");
     const next = this.table.freeSegments()[0];
     assert(next !== undefined, "roll without a free segment");
-    const nextSeq = await this.allocateSegmentSeq();
-    const header = (this.headerBuffer as Uint8Array).subarray(0, BLOCK_SIZE_BYTES);
+    if (this.seqCursor + 2 > this.seqReserved) await this.reserveSeqs();
+    const nextSeq = this.takeSeq();
+    const lsn = this.takeSeq();
+    const header = this.endBuffer as Uint8Array;
     const placement = {
       segmentSeq: this.activeSeq,
       segmentIndex: this.active,
       offsetBlocks: this.appendOffset / BLOCK_SIZE_BYTES,
       headerBlocks: 1,
       dataBlocks: 0,
+      lsn,
+      durableLsn: this.appliedLsn,
     };
     encodeBatchHeader(
       header,
@@ -592,17 +698,34 @@ export class DiskStore {
     this.logBytesSinceCheckpoint += BLOCK_SIZE_BYTES;
     this.active = next;
     this.appendOffset = 0;
+    this.appliedOffset = 0;
+    this.appliedLsn = lsn;
     this.activeSeq = nextSeq;
   }
 
-  /** The next segment sequence number, reserving more durably when the range runs out. */
-  private async allocateSegmentSeq(): Promise<number> {
+  /** The next sequence number (segment seq or batch LSN); reserved before use. */
+  private takeSeq(): number {
     const seq = this.seqCursor++;
-    if (seq > this.seqReserved) {
-      this.seqReserved = seq + SEGMENT_SEQ_RESERVATION - 1;
-      await this.enqueueLevel(() => this.metaOnlyOps());
+    assert(seq <= this.seqReserved, "sequence numbers are reserved before use");
+    if (this.seqReserved - this.seqCursor < SEQ_RESERVATION / 2) {
+      this.reserveSeqs().catch(() => {});
     }
     return seq;
+  }
+
+  /** Durably raises the reservation (through the index database's write chain). */
+  private reserveSeqs(): Promise<void> {
+    this.reserving ??= (async () => {
+      const target = this.seqCursor + SEQ_RESERVATION - 1;
+      this.seqReservedTarget = Math.max(this.seqReservedTarget, target);
+      try {
+        await this.enqueueLevel(() => this.metaOnlyOps());
+        this.seqReserved = Math.max(this.seqReserved, target);
+      } finally {
+        this.reserving = undefined;
+      }
+    })();
+    return this.reserving;
   }
 
   /** Applies one durable record to the index; returns blocks moved (place) or 0. */
@@ -653,7 +776,7 @@ export class DiskStore {
       const block = record.blocks[i] as number;
       const source = record.sources[i] as number;
       if (source !== 0) {
-        if (index.relocate(chunk, block, source, address)) moved++;
+        if (index.relocate(chunk, block, source, address, record.crcs[i] as number)) moved++;
       } else {
         index.setHead(
           chunk,
@@ -824,9 +947,8 @@ export class DiskStore {
     }
   }
 
-  /** Registers a reader on the segment of `address` (for export and scrub); call release. */
-  pinSegmentOf(address: number): () => void {
-    const segment = this.table.segmentOf(address);
+  /** Registers a reader of `segment` (it is not freed until released); returns the release. */
+  pinSegment(segment: number): () => void {
     this.table.addReader(segment);
     return () => this.releaseReader(segment);
   }
@@ -880,7 +1002,7 @@ export class DiskStore {
       clusterId: this.superblock.clusterId,
       position,
       nextPageId: this.index.nextPageId,
-      seqReserved: this.seqReserved,
+      seqReserved: this.seqReservedTarget,
       clean,
     };
   }
@@ -896,7 +1018,13 @@ export class DiskStore {
   /** Takes the index state at this instant (between batches) as checkpoint operations. */
   private captureCheckpoint(clean: boolean) {
     const { index } = this;
-    const position = { segment: this.active, offsetBytes: this.appendOffset, seq: this.activeSeq };
+    // The applied position: batches in flight are not in the index yet, replay will apply them.
+    const position: LogPosition = {
+      segment: this.active,
+      offsetBytes: this.appliedOffset,
+      seq: this.activeSeq,
+      lsn: this.appliedLsn,
+    };
     const pages = index.dirtyPages;
     const chunks = index.dirtyChunks;
     const deleted = index.deletedChunks;
@@ -946,8 +1074,9 @@ export class DiskStore {
         await this.enqueueLevel(() => this.captureCheckpoint(true), true).catch(() => {});
       }
       await this.levelChain;
-      if (this.headerBuffer !== undefined) this.disk.buffers.release(this.headerBuffer);
-      this.headerBuffer = undefined;
+      for (const buffer of this.headerBuffers.splice(0)) this.disk.buffers.release(buffer);
+      if (this.endBuffer !== undefined) this.disk.buffers.release(this.endBuffer);
+      this.endBuffer = undefined;
       await this.db.close();
       await this.disk.close();
     })();
@@ -959,22 +1088,43 @@ export class DiskStore {
 
   /** Index memory estimate: page buffers plus per-page and per-chunk object overhead. */
   indexMemoryBytes(): number {
+    return this.indexFigures().indexBytes;
+  }
+
+  /**
+   * Figures of the in-memory index: distinct pages, extents (runs of blocks at consecutive disk
+   * addresses, over every view), data blocks, and the estimated bytes it takes.
+   */
+  indexFigures(): { pages: number; extents: number; dataBlocks: number; indexBytes: number } {
     const seen = new Set<number>();
     let pages = 0;
+    let extents = 0;
+    let dataBlocks = 0;
     for (const chunk of this.index.chunks.values()) {
       const views = [chunk.head, ...[...chunk.pins.values()].map((pin) => pin.pages)];
       for (const view of views) {
+        let previous = -1;
         for (const page of view) {
-          if (page !== undefined && !seen.has(page.id)) {
-            seen.add(page.id);
-            pages++;
+          if (page === undefined || seen.has(page.id)) {
+            previous = -1;
+            continue;
+          }
+          seen.add(page.id);
+          pages++;
+          for (const address of page.addresses) {
+            if (address > ADDRESS_ZERO) {
+              dataBlocks++;
+              if (address !== previous + 1) extents++;
+            }
+            previous = address > ADDRESS_ZERO ? address : -1;
           }
         }
       }
     }
-    return (
-      pages * (4096 + PAGE_OBJECT_OVERHEAD_BYTES) + this.index.chunks.size * CHUNK_OVERHEAD_BYTES
-    );
+    const indexBytes =
+      pages * (PAGE_BYTES + PAGE_OBJECT_OVERHEAD_BYTES) +
+      this.index.chunks.size * CHUNK_OVERHEAD_BYTES;
+    return { pages, extents, dataBlocks, indexBytes };
   }
 }
 

@@ -164,7 +164,10 @@ export interface DiskStats {
   readonly freeBytes: number;
   readonly chunks: number;
   readonly indexMemoryBytes: number;
+  /** Bytes compaction copied since open. */
   readonly compactedBytes: number;
+  /** True while compaction is copying a segment. */
+  readonly compacting: boolean;
 }
 
 /** Space figures of the store (sums over its disks, failed ones excluded). */
@@ -839,6 +842,7 @@ export class ExtentStore {
         chunks: store.index.chunks.size,
         indexMemoryBytes: store.indexMemoryBytes(),
         compactedBytes: store.compactor.copiedBytes,
+        compacting: store.compactor.running,
       };
     });
     const sum = (pick: (disk: DiskStats) => number): number =>
@@ -852,6 +856,23 @@ export class ExtentStore {
       indexMemoryBytes: sum((disk) => disk.indexMemoryBytes),
       disks,
     };
+  }
+
+  /**
+   * Figures of the in-memory index, summed over the disks: pages (4 KiB each, 1 MiB of chunk),
+   * extents (runs of blocks at consecutive disk addresses), data blocks, and estimated bytes.
+   * Walks the whole index: for monitoring and benchmarks, not for hot paths.
+   */
+  indexStats(): { pages: number; extents: number; dataBlocks: number; indexBytes: number } {
+    const total = { pages: 0, extents: 0, dataBlocks: 0, indexBytes: 0 };
+    for (const store of this.stores) {
+      const figures = store.indexFigures();
+      total.pages += figures.pages;
+      total.extents += figures.extents;
+      total.dataBlocks += figures.dataBlocks;
+      total.indexBytes += figures.indexBytes;
+    }
+    return total;
   }
 
   /**

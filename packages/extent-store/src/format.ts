@@ -232,15 +232,23 @@ export function recordDataBlocks(record: StoreRecord): number {
 }
 
 /** Fixed part of a batch header before the records. */
-export const BATCH_HEADER_FIXED_BYTES = 48;
+export const BATCH_HEADER_FIXED_BYTES = 64;
 
-/** Where a batch sits and how big it is. */
+/** Where a batch sits, how big it is, and where it stands in the log. */
 export interface BatchPlacement {
   readonly segmentSeq: number;
   readonly segmentIndex: number;
   readonly offsetBlocks: number;
   readonly headerBlocks: number;
   readonly dataBlocks: number;
+  /** Log sequence number: grows from batch to batch, never reused (gaps allowed). */
+  readonly lsn: number;
+  /**
+   * The highest LSN that was durable (it and every batch before it synced) when this batch was
+   * written. A valid batch with `durableLsn` beyond a damaged one proves the damaged one had
+   * been synced: corruption, not a torn tail.
+   */
+  readonly durableLsn: number;
 }
 
 /** A decoded batch header. */
@@ -275,6 +283,8 @@ export function encodeBatchHeader(
   view.setUint32(32, records.length, true);
   view.setUint32(40, 0, true);
   view.setUint32(44, 0, true);
+  setU64(view, 48, placement.lsn);
+  setU64(view, 56, placement.durableLsn);
   let offset = BATCH_HEADER_FIXED_BYTES;
   for (const record of records) offset = encodeRecord(view, offset, record);
   view.setUint32(36, offset, true);
@@ -387,7 +397,11 @@ export function decodeBatchHeader(
   if (actual !== stored) return { invalid: "header checksum mismatch" };
   const count = view.getUint32(32, true);
   const segmentSeq = getU64(view, 16);
-  if (count > BATCH_ENTRIES_MAX || Number.isNaN(segmentSeq)) return { invalid: "bad fields" };
+  const lsn = getU64(view, 48);
+  const durableLsn = getU64(view, 56);
+  if (count > BATCH_ENTRIES_MAX || Number.isNaN(segmentSeq + lsn + durableLsn)) {
+    return { invalid: "bad fields" };
+  }
   const records: StoreRecord[] = [];
   let offset = BATCH_HEADER_FIXED_BYTES;
   for (let i = 0; i < count; i++) {
@@ -403,6 +417,8 @@ export function decodeBatchHeader(
     offsetBlocks: view.getUint32(28, true),
     headerBlocks: peek.headerBlocks,
     dataBlocks: peek.dataBlocks,
+    lsn,
+    durableLsn,
     records,
   };
 }

@@ -11,11 +11,14 @@ import { HesError } from "@hes/base";
 import { Level } from "level";
 import { ChunkIndex, type DiskIndex, PAGE_BYTES, Page, type PageArray } from "./chunk-index.js";
 
-/** Where replay starts: the first batch after the checkpoint. */
+/** A place in the log: where replay starts (the first batch after the checkpoint). */
 export interface LogPosition {
   readonly segment: number;
   readonly offsetBytes: number;
+  /** The segment's sequence number. */
   readonly seq: number;
+  /** LSN of the last batch before this position (0 at the start of a fresh log). */
+  readonly lsn: number;
 }
 
 /** The checkpoint's header. */
@@ -25,7 +28,10 @@ export interface IndexMeta {
   readonly clusterId: string;
   readonly position: LogPosition;
   readonly nextPageId: number;
-  /** Segment sequence numbers up to this one may have been used by some run: never reuse. */
+  /**
+   * Segment sequence numbers and batch LSNs (one counter) up to this one may have been used by
+   * some run: the next run starts above it, so neither is ever reused.
+   */
   readonly seqReserved: number;
   /** True only when written by a clean close: nothing can follow `position` in the log. */
   readonly clean: boolean;

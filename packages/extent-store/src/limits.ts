@@ -82,8 +82,18 @@ export const SCAN_PIECE_BYTES = 1 * MiB;
 /** Largest data piece an export yields. */
 export const EXPORT_PIECE_BYTES_MAX = 1 * MiB;
 
-/** Segment sequence numbers reserved (durably, in the index) per reservation. */
-export const SEGMENT_SEQ_RESERVATION = 1024;
+/**
+ * Sequence numbers (segment seqs and batch LSNs share one counter) reserved durably in the index
+ * at a time; a new reservation is written when half is used, so appends rarely wait for it.
+ */
+export const SEQ_RESERVATION = 1 << 20;
+
+/**
+ * Batches in flight at once: the next batch is written while the previous one syncs, so CPU
+ * work of its writers overlaps the IO. Replay tells a torn tail from corruption by each
+ * batch's `durableLsn`, which is what makes more than one in flight safe.
+ */
+export const BATCHES_IN_FLIGHT_MAX = 2;
 
 /** Longest cluster id, in UTF-8 bytes (it is stored in the superblock). */
 export const CLUSTER_ID_BYTES_MAX = 64;

@@ -11,9 +11,12 @@
  *   Damaged data under a valid header is applied (reads of those blocks then fail their
  *   checksum with HES_CORRUPTION) and listed in the report, never skipped silently.
  *
- * Why "later valid" proves durability: one batch is in flight at a time and the next is written
- * only after the previous one's fdatasync; an end-of-segment record is synced before the next
- * segment is written; and segment sequence numbers are never reused (see disk-store.ts).
+ * Why "later valid" proves durability: every batch records the highest LSN that was durable when
+ * it was written (`durableLsn`); a valid later batch whose `durableLsn` is past the last batch
+ * applied was written after the damaged one's fdatasync. Batch LSNs and segment sequence numbers
+ * are never reused (see disk-store.ts), so leftovers of earlier runs or failed writes never pass
+ * for part of the log: a batch must carry its segment's sequence, its own offset, and an LSN
+ * above the previous batch's.
  */
 
 import { type Disk, HesError, type Logger } from "@hes/base";
@@ -78,6 +81,8 @@ interface Walk {
   segment: number;
   offset: number;
   seq: number;
+  /** LSN of the last batch applied (or of the checkpoint). */
+  lsn: number;
   batches: number;
   bytes: number;
   readonly corrupt: CorruptBlock[];
@@ -128,6 +133,7 @@ async function walk(
       else target.apply(record, dataStart);
     }
     state.batches++;
+    state.lsn = batch.lsn;
     state.bytes += batchBytes;
     state.offset += batchBytes;
     table.fillBytes[state.segment] = state.offset;
@@ -137,7 +143,7 @@ async function walk(
 
 function finish(state: Walk, stoppedBecause: string): ReplayReport {
   return {
-    position: { segment: state.segment, offsetBytes: state.offset, seq: state.seq },
+    position: { segment: state.segment, offsetBytes: state.offset, seq: state.seq, lsn: state.lsn },
     batches: state.batches,
     bytes: state.bytes,
     stoppedBecause,
@@ -181,7 +187,8 @@ async function readBatch(
   if (
     header.segmentSeq !== state.seq ||
     header.segmentIndex !== state.segment ||
-    header.offsetBlocks * BLOCK_SIZE_BYTES !== state.offset
+    header.offsetBlocks * BLOCK_SIZE_BYTES !== state.offset ||
+    header.lsn <= state.lsn
   ) {
     return { invalid: "stale or misplaced batch" };
   }
@@ -238,8 +245,10 @@ function checkRanges(target: ReplayTarget, batch: BatchHeader): void {
 }
 
 /**
- * True when a valid batch of the log exists beyond the walk's position: later in its segment
- * (same sequence, at its own offset) or at the start of a segment with a later sequence.
+ * True when a valid batch exists beyond the walk's position (later in its segment, or at the
+ * start of a segment with a later sequence) that was written after the batch at the position
+ * had been synced: its `durableLsn` is beyond the last batch applied. Batches written while the
+ * damaged one was still in flight (or left over after a failed write) do not count.
  */
 async function laterBatchExists(
   target: ReplayTarget,
@@ -253,7 +262,8 @@ async function laterBatchExists(
     if (
       !("invalid" in header) &&
       header.segmentSeq === state.seq &&
-      header.offsetBlocks * BLOCK_SIZE_BYTES === offset
+      header.offsetBlocks * BLOCK_SIZE_BYTES === offset &&
+      header.durableLsn > state.lsn
     ) {
       return true;
     }
@@ -270,7 +280,12 @@ async function laterBatchExists(
       const bytes = buffer.subarray(0, peek.headerBlocks * BLOCK_SIZE_BYTES);
       if (peek.headerBlocks > 1) await target.disk.read(bytes, table.startBytes(segment));
       const header = decodeBatchHeader(bytes, target.crcSeed);
-      if (!("invalid" in header) && header.segmentSeq > state.seq && header.offsetBlocks === 0) {
+      if (
+        !("invalid" in header) &&
+        header.segmentSeq > state.seq &&
+        header.offsetBlocks === 0 &&
+        header.durableLsn > state.lsn
+      ) {
         return true;
       }
     }
