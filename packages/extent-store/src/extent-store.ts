@@ -64,7 +64,7 @@ export interface StoreDisk {
 
 /** Options for {@link ExtentStore.open}. */
 export interface ExtentStoreOptions {
-  /** The disks; the store owns them from here on and closes them in `close`. */
+  /** The disks; the store owns them from here on: `close` closes them, so does a failed open. */
   readonly disks: readonly StoreDisk[];
   /** The cluster's id; a disk of another cluster is refused (HES_BAD_FORMAT). */
   readonly clusterId: string;
@@ -299,7 +299,9 @@ export class ExtentStore {
       }
       return new ExtentStore(stores, chunkSizeBytes);
     } catch (error) {
+      // The store owns the disks it was given: on failure every one of them is closed.
       await Promise.all(stores.map((store) => store.close(false)));
+      await Promise.all(disks.map(({ disk }) => disk.close().catch(() => {})));
       throw error;
     }
   }
