@@ -5,6 +5,7 @@
  * Contract: see `Disk` in @hes/base (checked by the shared `diskSuite`). Notes specific to files:
  * - With O_DIRECT every buffer must be page-aligned; buffers from `disk.buffers` are, anything
  *   else is copied through a pool buffer (a bounce), in pieces of at most the pool's arena size.
+ * - With `dsync` (O_DSYNC) each write is durable when it resolves and `sync` is free.
  * - A failed fdatasync fails the disk for good (HES_DISK_FAILED): after a writeback error
  *   Linux may already have dropped the dirty pages and cleared the error, so a retried
  *   fdatasync can succeed over lost data (PostgreSQL's "fsyncgate", 2018).
@@ -73,6 +74,12 @@ export const fileDiskSyscalls: FileDiskSyscalls = nodeSyscalls;
 export interface FileDiskOptions {
   /** Bypass the page cache (O_DIRECT). Default false. */
   readonly direct?: boolean;
+  /**
+   * Open with O_DSYNC: every write is durable when it resolves, so `sync` has nothing left to do
+   * and resolves without a system call. Saves one thread-pool round trip per group commit (see
+   * the extent store's README for measurements). Default false.
+   */
+  readonly dsync?: boolean;
   /** Create the file (sparse) of this size if it does not exist; extend it if smaller. */
   readonly createSizeBytes?: number;
   /** Pool for aligned buffers; default a new pool with the base defaults. */
@@ -105,6 +112,8 @@ export class FileDisk implements Disk {
   readonly sizeBytes: number;
   readonly blockSizeBytes = DISK_BLOCK_SIZE_BYTES;
   readonly direct: boolean;
+  /** Writes are durable when they resolve (O_DSYNC). */
+  readonly dsync: boolean;
   readonly buffers: AlignedBufferPool;
   readonly isBlockDevice: boolean;
   private readonly fd: number;
@@ -126,6 +135,7 @@ export class FileDisk implements Disk {
     this.sizeBytes = sizeBytes;
     this.isBlockDevice = isBlockDevice;
     this.direct = options.direct ?? false;
+    this.dsync = options.dsync ?? false;
     this.buffers = options.buffers ?? new AlignedBufferPool();
     this.syscalls = options.syscalls ?? nodeSyscalls;
   }
@@ -142,6 +152,7 @@ export class FileDisk implements Disk {
     }
     let flags = fs.constants.O_RDWR;
     if (options.direct === true) flags |= fs.constants.O_DIRECT;
+    if (options.dsync === true) flags |= fs.constants.O_DSYNC;
     if (create !== undefined) flags |= fs.constants.O_CREAT;
     let fd: number;
     try {
@@ -208,6 +219,8 @@ export class FileDisk implements Disk {
   }
 
   async sync(): Promise<void> {
+    // With O_DSYNC every resolved write is already durable: nothing to flush.
+    if (this.dsync) return this.run(`sync ${this.name}`, async () => {});
     await this.run(`fdatasync ${this.name}`, async () => {
       try {
         await new Promise<void>((resolve, reject) =>

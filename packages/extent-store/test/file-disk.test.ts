@@ -1,6 +1,7 @@
 /**
- * Goal: prove FileDisk keeps the Disk contract on a real file, with and without O_DIRECT, and on
- * a raw block device when HES_TEST_BLOCK_DEVICE names one (its contents are destroyed).
+ * Goal: prove FileDisk keeps the Disk contract on a real file (buffered, O_DIRECT, and O_DIRECT
+ * with O_DSYNC), and on a raw block device when HES_TEST_BLOCK_DEVICE names one (its contents
+ * are destroyed).
  * Method: the shared diskSuite from @hes/base/testing, plus FileDisk-specific cases: a failed
  * fdatasync (injected through the syscall seam) takes the disk out of service for good.
  */
@@ -16,14 +17,23 @@ const SIZE_BYTES = 128 * 1024 * 1024;
 const root = mkdtempSync(join(tmpdir(), "hes-file-disk-"));
 let counter = 0;
 
-for (const direct of [false, true]) {
-  describe(`FileDisk on a file (direct=${direct})`, () => {
+const modes = [
+  { label: "file, buffered", direct: false, dsync: false },
+  { label: "file, O_DIRECT", direct: true, dsync: false },
+  { label: "file, O_DIRECT | O_DSYNC", direct: true, dsync: true },
+];
+for (const { label, direct, dsync } of modes) {
+  describe(`FileDisk on a file (${label})`, () => {
     const cases = diskSuite({
-      label: direct ? "file, O_DIRECT" : "file, buffered",
+      label,
       freshReadsZero: true,
       create: () =>
-        FileDisk.open(join(root, `disk-${counter++}.img`), { direct, createSizeBytes: SIZE_BYTES }),
-      reopen: (closed: Disk) => FileDisk.open(closed.name, { direct }),
+        FileDisk.open(join(root, `disk-${counter++}.img`), {
+          direct,
+          dsync,
+          createSizeBytes: SIZE_BYTES,
+        }),
+      reopen: (closed: Disk) => FileDisk.open(closed.name, { direct, dsync }),
       destroy: async (disk: Disk) => rmSync(disk.name, { force: true }),
     });
     for (const c of cases) test(c.name, c.run);

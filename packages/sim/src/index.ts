@@ -1,6 +1,7 @@
 /**
  * @hes/sim: the deterministic simulator (private). `Scheduler` is the one queue of timed
- * events; `SimClock` and `SimNetwork` stand in for time and the network; the Raft runner
+ * events; `SimClock` and `SimNetwork` stand in for time and the network, `SimDisk` for
+ * disks; the Raft runner
  * drives the production Raft core and driver under faults and checks them.
  */
 export {
@@ -26,6 +27,14 @@ export {
 } from "./raft/sim-raft-storage.js";
 export { type ScheduledEvent, Scheduler } from "./scheduler.js";
 export { SimClock } from "./sim-clock.js";
+export {
+  type LatencyRangeMs,
+  SimDisk,
+  type SimDiskCounters,
+  type SimDiskFaults,
+  type SimDiskOptions,
+  SimMedium,
+} from "./sim-disk.js";
 export {
   CALM_NETWORK,
   type NetworkFaults,
