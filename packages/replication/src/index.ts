@@ -2,6 +2,7 @@
  * @hes/replication: the Raft-ordered cluster map (nodes, volumes, chunk placement, leases,
  * epochs) and the placement policy (first placement, re-placement, rebalance, repair).
  *
+ * Contracts pinned for the parts being built: `ChunkReplica` and `ClusterControl` (contracts.ts).
  * Not built yet: the chunk-replica service and its client, rebuild/catch-up data movement and
  * scrub (see README.md).
  */
@@ -45,6 +46,21 @@ export {
 } from "./cluster-map/model.js";
 export type { ApplyResult, ApplyValue, RejoinReport } from "./cluster-map/outcome.js";
 export { clusterStatus, nodeInfo, volumeInfo } from "./cluster-map/status.js";
+export {
+  type ChunkReplica,
+  type ClusterControl,
+  type ClusterProposal,
+  type CopyRangeSide,
+  epochOfSeq,
+  type ReplicaCallOptions,
+  type ReplicaDirectory,
+  type ReplicaReadOptions,
+  type ReplicaWriteStamp,
+  SEQ_COUNTER_BITS,
+  SEQ_EPOCH_MAX,
+  SEQ_PER_EPOCH_MAX,
+  volumeSeq,
+} from "./contracts.js";
 export * from "./limits.js";
 export {
   type ChooseReplicasRequest,
@@ -60,3 +76,4 @@ export {
   utilisationOf,
 } from "./placement/rebalance.js";
 export { planRepairs, type RepairAction } from "./placement/repair.js";
+export { DirectCluster } from "./runtime/direct-control.js";
