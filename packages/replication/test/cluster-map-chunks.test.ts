@@ -129,6 +129,23 @@ describe("replica failure and catch-up", () => {
     h.assertSound();
   });
 
+  test("a failure report records the owner's watermark, which never goes back", () => {
+    const { h, v } = openCluster();
+    const [, b] = h.place(v, 0, 1).replicas.map((r) => r.nodeId) as [number, number];
+    h.ok("reportReplicaFailure", { volumeId: v, chunkIndex: 0, epoch: 1, nodeId: b, safeSeq: 77 });
+    assert.equal(h.map.chunk(v, 0)?.replicas[1]?.durableSeq, 77);
+    h.ok("reportReplicaCaughtUp", {
+      volumeId: v,
+      chunkIndex: 0,
+      epoch: 1,
+      nodeId: b,
+      durableSeq: 90,
+    });
+    h.ok("reportReplicaFailure", { volumeId: v, chunkIndex: 0, epoch: 1, nodeId: b, safeSeq: 5 });
+    assert.equal(h.map.chunk(v, 0)?.replicas[1]?.durableSeq, 90);
+    h.assertSound();
+  });
+
   test("catch-up needs the in-sync replicas' durable sequence and a live node", () => {
     const { h, v } = openCluster();
     const [a, b] = h.place(v, 0, 1).replicas.map((r) => r.nodeId) as [number, number];

@@ -161,9 +161,13 @@ export function applyReportReplicaFailure(
         `${volume.name}; it stays in the in-sync set`,
     );
   }
-  // A filling replica that failed restarts its copy; an in-sync one must catch up.
+  // A filling replica that failed restarts its copy; an in-sync one must catch up, from the
+  // owner's watermark (its durableSeq then means "holds every write at or below this").
+  const safeSeq = u64(command.safeSeq, "safe_seq");
   const next: ReplicaRecord =
-    replica.state === "filling" ? { ...replica, bytesDone: 0 } : { ...replica, state: "stale" };
+    replica.state === "filling"
+      ? { ...replica, bytesDone: 0 }
+      : { ...replica, state: "stale", durableSeq: Math.max(replica.durableSeq, safeSeq) };
   const updated = withReplica(chunk, next);
   state.putChunk(updated);
   return changed({ chunk: updated });

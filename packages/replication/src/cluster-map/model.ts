@@ -87,7 +87,10 @@ export interface VolumeRecord {
 export interface ReplicaRecord {
   readonly nodeId: NodeId;
   readonly state: ReplicaState;
-  /** Highest write sequence known durable on this replica; never decreases. */
+  /**
+   * Watermark: every write of the chunk with a seq at or below it is durable on this replica
+   * (set by catch-up reports and by the owner when it reports a failure); never decreases.
+   */
   readonly durableSeq: number;
   /** For a filling replica: bytes copied so far and to copy, as the mover reports. */
   readonly bytesDone: number;
