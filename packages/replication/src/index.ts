@@ -61,6 +61,7 @@ export {
   SEQ_PER_EPOCH_MAX,
   volumeSeq,
 } from "./contracts.js";
+export { checkEpoch, LocalReplica } from "./dataplane/local-replica.js";
 export * from "./limits.js";
 export {
   type ChooseReplicasRequest,
