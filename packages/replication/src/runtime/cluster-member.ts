@@ -14,6 +14,7 @@
  *   its own AddNode (or UpdateNode when its addresses or disks changed) until it is in; then
  *   it heartbeats. See loops.ts for these and the leader's liveness / repair / rebalance.
  */
+import { setMaxListeners } from "node:events";
 import { join } from "node:path";
 import type { ChannelCredentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import {
@@ -184,6 +185,8 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     this.clusterId = options.clusterId;
     this.machine = machine;
     this.forwarder = forwarder;
+    // Every call in flight listens to the closing signal (bounded by the in-flight limits).
+    setMaxListeners(PROPOSALS_IN_FLIGHT_MAX + FORWARDED_IN_FLIGHT_MAX + 16, this.closing.signal);
     this.channelCredentials = options.credentials?.channel;
     this.clock = options.clock ?? systemClock;
     this.logger = (options.logger ?? nullLogger).child({ member: options.nodeId });
