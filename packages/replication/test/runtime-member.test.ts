@@ -50,7 +50,7 @@ class Cluster {
     this.ids = Array.from({ length: count }, (_, i) => i + 1);
   }
 
-  async start(id: NodeId): Promise<ClusterMember> {
+  async start(id: NodeId, dataAddress = `mem-data:${id}`): Promise<ClusterMember> {
     const member = await ClusterMember.start({
       nodeId: id,
       clusterId: `cluster-${this.name}`,
@@ -58,7 +58,7 @@ class Cluster {
       members: this.ids.map((nodeId) => ({ nodeId, controlAddress: `mem:${nodeId}` })),
       self: {
         controlAddress: `mem:${id}`,
-        dataAddress: `mem-data:${id}`,
+        dataAddress,
         failureDomain: `rack-${id}`,
         disks: [{ diskId: `d${id}`, path: `/dev/d${id}`, capacityBytes: 100 * GiB }],
       },
@@ -256,6 +256,25 @@ describe("ClusterMember (memory network)", () => {
       const report = cluster.rejoins.find((r) => r.nodeId === victim)?.report;
       assert.deepEqual(report?.revokedVolumeIds, [volumeId]);
       await waitFor("victim up again", () => leader.view().node(victim)?.state === "up");
+    } finally {
+      await cluster.stopAll();
+    }
+  });
+
+  test("a node restarted with a new data address updates its record", async () => {
+    const cluster = new Cluster("update", 3);
+    await cluster.startAll();
+    try {
+      await cluster.waitLeader();
+      const id = cluster.ids[2] ?? 3;
+      await cluster.stop(id);
+      await cluster.start(id, "mem-data:moved");
+      const other = cluster.member(cluster.ids[0] ?? 1);
+      await waitFor(
+        "the new address in the map",
+        () => other.view().node(id)?.dataAddress === "mem-data:moved",
+      );
+      assert.equal(other.view().node(id)?.controlAddress, `mem:${id}`);
     } finally {
       await cluster.stopAll();
     }

@@ -106,9 +106,15 @@ export interface ClusterMemberOptions {
   readonly raftStorage?: RaftStorage;
   /**
    * The voters of a new cluster (this node included); used only when the data dir is empty.
-   * Empty: join an existing cluster (an admin AddNode makes this node a voter).
+   * With `join`, the members of the existing cluster this node will be added to (their
+   * addresses let it answer the leader before it has applied the map).
    */
   readonly members: readonly MemberAddress[];
+  /**
+   * Join an existing cluster instead of founding one: start with no Raft configuration and
+   * wait until an admin AddNode (on any member) makes this node a learner, then a voter.
+   */
+  readonly join?: boolean;
   /** What this node registers in the map (AddNode / UpdateNode). */
   readonly self: SelfDescription;
   /**
@@ -225,7 +231,7 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
       new GrpcForwarder({ addressOf, credentials: requireCredentials(options).channel });
     const raft = await RaftNode.start<MapApplied>({
       id: options.nodeId,
-      ...(options.members.length === 0 ? {} : { peers: options.members.map((m) => m.nodeId) }),
+      ...(options.join === true ? {} : { peers: options.members.map((m) => m.nodeId) }),
       ...(options.raftStorage === undefined
         ? { storageDir: join(options.dataDir ?? "", "raft") }
         : { storage: options.raftStorage }),
@@ -629,8 +635,8 @@ function checkOptions(options: ClusterMemberOptions): void {
     }
     ids.add(m.nodeId);
   }
-  if (options.members.length > 0 && !ids.has(options.nodeId)) {
-    throw new RangeError("members must include nodeId");
+  if (options.join !== true && !ids.has(options.nodeId)) {
+    throw new RangeError("members must include nodeId (or set join to join an existing cluster)");
   }
   if (options.transport === undefined || options.forwarder === undefined) {
     requireCredentials(options);
