@@ -441,7 +441,7 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     }
   }
 
-  /** See {@link ClusterControl.sync}: a ReadIndex barrier, retried while no leader is known. */
+  /** See {@link ClusterControl.sync}: a ReadIndex barrier, retried until the deadline. */
   async sync(
     options: ReplicaCallOptions & { readonly deadlineMs?: number } = {},
   ): Promise<ClusterMap> {
@@ -458,7 +458,12 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
           await this.raft.readIndex({ signal: call.signal });
           return this.machine.map;
         } catch (error) {
-          const retry = isHesError(error, "HES_NOT_LEADER") || isHesError(error, "HES_BUSY");
+          // A read changes nothing: every "not now" is retried until the call's deadline.
+          const retry =
+            isHesError(error, "HES_NOT_LEADER") ||
+            isHesError(error, "HES_BUSY") ||
+            isHesError(error, "HES_TIMEOUT") ||
+            isHesError(error, "HES_UNAVAILABLE");
           if (!retry || call.signal.aborted) throw error;
         }
         await this.clock.sleep(PROPOSE_RETRY_MS, call.signal);
