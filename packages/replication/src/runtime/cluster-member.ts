@@ -66,6 +66,7 @@ import {
   PROPOSE_DEADLINE_MS_DEFAULT,
   PROPOSE_DEADLINE_MS_MAX,
   PROPOSE_RETRY_MS,
+  SERVER_SHUTDOWN_GRACE_MS,
 } from "./limits.js";
 import { type LoopOptions, MemberLoops, type SelfDescription } from "./loops.js";
 import { type MapApplied, MapMachine } from "./map-machine.js";
@@ -539,7 +540,17 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
       this.forwarder.close();
       const server = this.ownServer;
       if (server !== undefined) {
-        await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        // Peers keep long-lived Raft streams open: a graceful shutdown gets a bounded wait.
+        await new Promise<void>((resolve) => {
+          const timer = this.clock.setTimer(SERVER_SHUTDOWN_GRACE_MS, () => {
+            server.forceShutdown();
+            resolve();
+          });
+          server.tryShutdown(() => {
+            timer.cancel();
+            resolve();
+          });
+        });
       }
     })();
     return this.stopped;
