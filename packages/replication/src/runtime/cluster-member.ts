@@ -62,6 +62,7 @@ import {
 } from "./forwarding.js";
 import {
   FORWARDED_IN_FLIGHT_MAX,
+  HEARTBEAT_INTERVAL_MS_MIN,
   PROPOSALS_IN_FLIGHT_MAX,
   PROPOSE_DEADLINE_MS_DEFAULT,
   PROPOSE_DEADLINE_MS_MAX,
@@ -210,38 +211,30 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     // Members added later are found through the map's node records.
     const addressOf = (id: NodeId): string | undefined =>
       addresses.get(id) ?? nonEmpty(machine.map.node(id)?.controlAddress);
-    let grpcTransport: GrpcRaftTransport | undefined;
-    let transport = options.transport;
-    if (transport === undefined) {
-      const credentials = requireCredentials(options);
-      const peers: Record<number, string> = {};
-      for (const m of options.members)
-        if (m.nodeId !== options.nodeId) peers[m.nodeId] = m.controlAddress;
-      grpcTransport = new GrpcRaftTransport({
-        selfId: options.nodeId,
-        clusterId: options.clusterId,
-        peers,
-        logger,
-        clock,
-        client: { credentials: credentials.channel },
-      });
-      transport = grpcTransport;
-    }
+    const { transport, grpcTransport } = openTransport(options, logger, clock);
     const forwarder =
       options.forwarder ??
       new GrpcForwarder({ addressOf, credentials: requireCredentials(options).channel });
-    const raft = await RaftNode.start<MapApplied>({
-      id: options.nodeId,
-      ...(options.join === true ? {} : { peers: options.members.map((m) => m.nodeId) }),
-      ...(options.raftStorage === undefined
-        ? { storageDir: join(options.dataDir ?? "", "raft") }
-        : { storage: options.raftStorage }),
-      transport,
-      stateMachine: machine,
-      clock,
-      logger,
-      ...options.raft,
-    });
+    let raft: RaftNode<MapApplied>;
+    try {
+      raft = await RaftNode.start<MapApplied>({
+        id: options.nodeId,
+        ...(options.join === true ? {} : { peers: options.members.map((m) => m.nodeId) }),
+        ...(options.raftStorage === undefined
+          ? { storageDir: join(options.dataDir ?? "", "raft") }
+          : { storage: options.raftStorage }),
+        transport,
+        stateMachine: machine,
+        clock,
+        logger,
+        ...options.raft,
+      });
+    } catch (error) {
+      // Raft did not take ownership of the transport: close what was opened here.
+      forwarder.close();
+      await transport.close();
+      throw error;
+    }
     const member = new ClusterMember(options, raft, machine, forwarder, grpcTransport, addressOf);
     try {
       await member.serve(options);
@@ -618,6 +611,30 @@ interface CallSignal {
   dispose(): void;
 }
 
+/** The injected Raft transport, or gRPC to the members' control addresses. */
+function openTransport(
+  options: ClusterMemberOptions,
+  logger: Logger,
+  clock: Clock,
+): { transport: Transport<Message>; grpcTransport: GrpcRaftTransport | undefined } {
+  if (options.transport !== undefined) {
+    return { transport: options.transport, grpcTransport: undefined };
+  }
+  const peers: Record<number, string> = {};
+  for (const m of options.members) {
+    if (m.nodeId !== options.nodeId) peers[m.nodeId] = m.controlAddress;
+  }
+  const grpcTransport = new GrpcRaftTransport({
+    selfId: options.nodeId,
+    clusterId: options.clusterId,
+    peers,
+    logger,
+    clock,
+    client: { credentials: requireCredentials(options).channel },
+  });
+  return { transport: grpcTransport, grpcTransport };
+}
+
 function nonEmpty(text: string | undefined): string | undefined {
   return text === undefined || text === "" ? undefined : text;
 }
@@ -656,5 +673,14 @@ function checkOptions(options: ClusterMemberOptions): void {
   }
   if (options.transport === undefined || options.forwarder === undefined) {
     requireCredentials(options);
+  }
+  const heartbeatMs = options.loops?.heartbeatIntervalMs;
+  if (
+    heartbeatMs !== undefined &&
+    (!Number.isSafeInteger(heartbeatMs) || heartbeatMs < HEARTBEAT_INTERVAL_MS_MIN)
+  ) {
+    throw new RangeError(
+      `loops.heartbeatIntervalMs must be an integer ≥ ${HEARTBEAT_INTERVAL_MS_MIN}`,
+    );
   }
 }
