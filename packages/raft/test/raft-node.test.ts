@@ -60,9 +60,11 @@ interface Cluster {
   dirs: Map<NodeId, string>;
 }
 
+// Fast ticks, but an election timeout (0.5–1 s) that a loaded CI machine's event-loop stalls do
+// not reach: these tests assume one leader throughout; elections are the simulator's business.
 const FAST = {
   tickMs: 10,
-  electionTicks: 10,
+  electionTicks: 50,
   heartbeatTicks: 1,
 };
 
@@ -173,10 +175,15 @@ describe("RaftNode", () => {
 
   test("a full restart recovers the log and state machine from disk", async () => {
     const cluster = await startCluster([1, 2, 3], { snapshotEntriesInterval: 25 });
-    const leader = await leaderOf(cluster);
-    for (let i = 0; i < 60; i++) await leader.propose(put(`k${i % 7}=v${i}`));
-    const committed = leader.status().commitIndex;
-    await stopAll(cluster);
+    let committed: number;
+    try {
+      const leader = await leaderOf(cluster);
+      for (let i = 0; i < 60; i++) await leader.propose(put(`k${i % 7}=v${i}`));
+      committed = leader.status().commitIndex;
+    } finally {
+      // A failure above must not leave members (and their timers) running: the file would hang.
+      await stopAll(cluster);
+    }
     for (const id of [1, 2, 3]) await startMember(cluster, id);
     try {
       const again = await leaderOf(cluster);
