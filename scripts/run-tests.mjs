@@ -6,7 +6,8 @@
 //   node scripts/run-tests.mjs                 every *.test.ts under packages/ and test/
 //   node scripts/run-tests.mjs raft nbd        only files whose path contains "raft" or "nbd"
 //
-// Env: TEST_CONCURRENCY (files run in parallel, default 2 = the cores here).
+// Env: TEST_CONCURRENCY (files run in parallel, default 2 = the cores here), TEST_TIMEOUT_MS
+// (per test, default 10 minutes).
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -40,6 +41,8 @@ const result = spawnSync(
     "tsx",
     "--test",
     `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 2}`,
+    // A hung test fails after 10 minutes instead of holding CI to its 90-minute limit.
+    `--test-timeout=${process.env.TEST_TIMEOUT_MS ?? 600_000}`,
     ...files,
   ],
   { cwd: root, stdio: "inherit", env: { UV_THREADPOOL_SIZE: "16", ...process.env } },
