@@ -1,0 +1,25 @@
+/**
+ * Every bound in the fault suite's machinery, each with its reason (STYLE.md §3).
+ */
+
+/** Bytes the proxy holds per direction of one connection before it stops reading the sender:
+ * enough for a few 1 MiB data-plane frames, small enough that a stalled link is backpressure,
+ * not memory growth. */
+export const PROXY_BUFFERED_BYTES_MAX = 8 * 1024 * 1024;
+/** Connections one proxy accepts: a cluster of 5 with a few pools each stays far below this. */
+export const PROXY_CONNECTIONS_MAX = 256;
+/** Delay the proxy may add to a chunk: beyond this, timeouts (not delay) are being tested. */
+export const PROXY_DELAY_MS_MAX = 10_000;
+/** Time strace gets to attach to every thread of the target before we call it failed. */
+export const STRACE_ATTACH_TIMEOUT_MS = 10_000;
+/** Bits one corruption call may flip: corruption tests want a few, not a shredded file. */
+export const BIT_FLIPS_MAX = 4096;
+/** Operations the history client records before it stops: bounds the checker's input. */
+export const HISTORY_OPS_MAX = 200_000;
+/** Blocks in the history client's hot set: small, so writers collide (the point), and the
+ * per-block linearizability search stays cheap. */
+export const HOT_BLOCKS_MAX = 4096;
+/** How long one NBD request may take before its outcome is recorded as unknown. */
+export const NBD_REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
+/** WGL search steps per block before the checker calls a history inconclusive. */
+export const CHECKER_STEPS_PER_BLOCK_MAX = 2_000_000;
