@@ -90,10 +90,10 @@ export class SyscallFault {
     return fault;
   }
 
-  /** Injections strace has made so far (lines marked INJECTED in its log). */
+  /** Injections strace has made so far (log lines marked INJECTED, or DELAYED for delays). */
   injectedCount(): number {
     try {
-      return readFileSync(this.logPath, "utf8").split("(INJECTED)").length - 1;
+      return readFileSync(this.logPath, "utf8").match(/\((INJECTED|DELAYED)\)/g)?.length ?? 0;
     } catch {
       return 0;
     }

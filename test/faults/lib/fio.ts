@@ -5,7 +5,7 @@
  * reloads that state and reads back only the writes that completed. At depth 1 at most one
  * write is in flight when a node dies, so an in-flight write is never mistaken for a loss.
  */
-import { execFile } from "node:child_process";
+import { type ChildProcess, execFile } from "node:child_process";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { NbdAddress } from "./nbd-client.js";
@@ -16,6 +16,8 @@ export interface FioJob {
   readonly stateDir: string;
   /** Bytes of the export the job covers (from offset 0). */
   readonly sizeBytes: number;
+  /** Where the job's region starts on the export. */
+  readonly offsetBytes?: number;
   readonly blockBytes?: number;
   readonly iodepth?: number;
   /** Stop after this many IOs, or after `runtimeS` seconds, whichever is first. */
@@ -50,6 +52,7 @@ function baseArgs(job: FioJob): string[] {
     "--rw=randwrite",
     `--bs=${job.blockBytes ?? 4096}`,
     `--size=${job.sizeBytes}`,
+    `--offset=${job.offsetBytes ?? 0}`,
     `--iodepth=${job.iodepth ?? 1}`,
     "--verify=crc32c",
     `--randseed=${job.seed ?? 1}`,
@@ -57,44 +60,54 @@ function baseArgs(job: FioJob): string[] {
   ];
 }
 
-function runFio(
-  job: FioJob,
-  args: string[],
-  outputName: string,
-  timeoutMs: number,
-): Promise<FioResult> {
+/** A running fio; `stop()` sends SIGINT, on which fio ends its job and saves its state. */
+export interface RunningFio {
+  readonly result: Promise<FioResult>;
+  stop(): void;
+}
+
+function runFio(job: FioJob, args: string[], outputName: string, timeoutMs: number): RunningFio {
   mkdirSync(job.stateDir, { recursive: true });
   const output = join(job.stateDir, outputName);
-  return new Promise((resolve) => {
+  let child: ChildProcess | undefined;
+  const result = new Promise<FioResult>((resolve) => {
     const all = [...args, "--output-format=json", `--output=${output}`];
-    execFile("fio", all, { cwd: job.stateDir, timeout: timeoutMs }, (err, _out, stderr) => {
+    child = execFile("fio", all, { cwd: job.stateDir, timeout: timeoutMs }, (err, _out, stderr) => {
       const exitCode = err === null ? 0 : typeof err.code === "number" ? err.code : -1;
-      let parsed: { jobs?: Array<Record<string, never>> } = {};
-      try {
-        const text = readFileSync(output, "utf8");
-        parsed = JSON.parse(text.slice(text.indexOf("{")));
-      } catch {
-        // fio died before writing its report: the exit code and stderr say why
-      }
-      const j = (parsed.jobs?.[0] ?? {}) as {
-        error?: number;
-        write?: { io_bytes?: number; iops?: number };
-        read?: { io_bytes?: number };
-      };
-      resolve({
-        exitCode,
-        jobError: j.error ?? -1,
-        writeBytes: j.write?.io_bytes ?? 0,
-        readBytes: j.read?.io_bytes ?? 0,
-        writeIops: j.write?.iops ?? 0,
-        stderr,
-      });
+      resolve({ ...parseReport(output), exitCode, stderr });
     });
   });
+  return { result, stop: () => child?.kill("SIGINT") };
+}
+
+function parseReport(output: string): Omit<FioResult, "exitCode" | "stderr"> {
+  let parsed: { jobs?: unknown[] } = {};
+  try {
+    const text = readFileSync(output, "utf8");
+    parsed = JSON.parse(text.slice(text.indexOf("{")));
+  } catch {
+    // fio died before writing its report: the exit code and stderr say why
+  }
+  const j = (parsed.jobs?.[0] ?? {}) as {
+    error?: number;
+    write?: { io_bytes?: number; iops?: number };
+    read?: { io_bytes?: number };
+  };
+  return {
+    jobError: j.error ?? -1,
+    writeBytes: j.write?.io_bytes ?? 0,
+    readBytes: j.read?.io_bytes ?? 0,
+    writeIops: j.write?.iops ?? 0,
+  };
 }
 
 /** Phase 1: verified writes, saving the verify state at exit (also when the export dies). */
 export function fioWrite(job: FioJob): Promise<FioResult> {
+  return startFioWrite(job).result;
+}
+
+/** Phase 1, stoppable: for a workload that runs until the scenario ends. */
+export function startFioWrite(job: FioJob): RunningFio {
   const args = [
     ...baseArgs(job),
     "--do_verify=0",
@@ -107,5 +120,5 @@ export function fioWrite(job: FioJob): Promise<FioResult> {
 /** Phase 2: read back and check every write phase 1 completed. */
 export function fioVerify(job: FioJob): Promise<FioResult> {
   const args = [...baseArgs(job), "--verify_only", "--verify_state_load=1", "--verify_fatal=1"];
-  return runFio(job, args, "verify.json", 120_000);
+  return runFio(job, args, "verify.json", 120_000).result;
 }

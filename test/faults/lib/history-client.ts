@@ -13,7 +13,8 @@ import { HOT_BLOCKS_MAX, NBD_REQUEST_TIMEOUT_MS_DEFAULT } from "./limits.js";
 import { type NbdAddress, NbdClient, NbdReplyError } from "./nbd-client.js";
 
 export interface HistoryClientOptions {
-  readonly address: NbdAddress;
+  /** Where to connect; a function is asked again on every reconnect (the export may move). */
+  readonly address: NbdAddress | (() => NbdAddress);
   readonly history: History;
   readonly prng: Prng;
   readonly connections: number;
@@ -67,6 +68,11 @@ export class HistoryClient {
     for (const client of this.clients) await client.close().catch(() => undefined);
   }
 
+  private address(): NbdAddress {
+    const { address } = this.options;
+    return typeof address === "function" ? address() : address;
+  }
+
   private blockOffsetBytes(block: number): number {
     return block * HISTORY_BLOCK_BYTES;
   }
@@ -79,7 +85,7 @@ export class HistoryClient {
     while (!this.stopping && !history.full) {
       if (client === undefined) {
         try {
-          client = await withTimeout(NbdClient.connect(this.options.address), 5_000);
+          client = await withTimeout(NbdClient.connect(this.address()), 5_000);
           this.clients.add(client);
           backoffMs = 10;
         } catch {
@@ -173,7 +179,7 @@ export class HistoryClient {
         if (performance.now() > deadline)
           throw new Error(`final reads not done in ${deadlineMs} ms`);
         try {
-          client ??= await withTimeout(NbdClient.connect(this.options.address), 5_000);
+          client ??= await withTimeout(NbdClient.connect(this.address()), 5_000);
           done = await this.readOnce(client, process, b, true);
           const last = this.options.history.ops.at(-1);
           if (last?.outcome !== "ok") done = false;

@@ -23,3 +23,12 @@ export const HOT_BLOCKS_MAX = 4096;
 export const NBD_REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 /** WGL search steps per block before the checker calls a history inconclusive. */
 export const CHECKER_STEPS_PER_BLOCK_MAX = 2_000_000;
+/** fio write phases per run (each after a crash ended the previous one), each in its own
+ * region of the volume so a later phase never overwrites what an earlier one will verify. */
+export const FIO_PHASES_MAX = 16;
+/** Bytes of the volume each fio phase covers. */
+export const FIO_PHASE_REGION_BYTES = 8 * 1024 * 1024;
+/** Service must be back within this after a fault heals (issue 8: ≤ 10 s after a heal). */
+export const SERVICE_BACK_MS_MAX = 10_000;
+/** Failover target: kill of the serving node to the first acknowledged write (p99). */
+export const FAILOVER_MS_P99_MAX = 3_000;
