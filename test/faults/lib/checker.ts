@@ -56,7 +56,7 @@ export function checkHistory(
         violations.push({ kind: "corrupt", block, opIds: [op.id], detail: op.corrupt });
       }
     }
-    violations.push(...staleReads(block, list));
+    violations.push(...collapse(staleReads(block, list)));
     const result = linearizable(toSearchOps(list), stepsPerBlockMax);
     if (result === "inconclusive") inconclusiveBlocks.push(block);
     else if (result !== "ok") {
@@ -69,6 +69,19 @@ export function checkHistory(
     blocksChecked: byBlock.size,
     inconclusiveBlocks,
   };
+}
+
+/** One violation per kind per block, saying how many more there were (reports stay readable). */
+function collapse(found: readonly Violation[]): Violation[] {
+  const first = new Map<ViolationKind, Violation & { more: number }>();
+  for (const v of found) {
+    const seen = first.get(v.kind);
+    if (seen === undefined) first.set(v.kind, { ...v, more: 0 });
+    else seen.more++;
+  }
+  return [...first.values()].map(({ more, ...v }) =>
+    more === 0 ? v : { ...v, detail: `${v.detail} (and ${more} more like it on this block)` },
+  );
 }
 
 function toSearchOps(list: readonly HistoryOp[]): SearchOp[] {

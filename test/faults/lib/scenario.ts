@@ -5,11 +5,12 @@
  * checks the history, checks the recovery targets and, on any failure, writes a report
  * directory (seed, schedule, rounds, history, check, fio results, every node log).
  */
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Prng } from "@hes/base";
 import { type CheckResult, checkHistory } from "./checker.js";
+import { HostNotReadyError } from "./cluster.js";
 import type { Fault, FaultContext, Heal } from "./faults.js";
 import { type FioJob, type FioResult, fioVerify, type RunningFio, startFioWrite } from "./fio.js";
 import { History } from "./history.js";
@@ -41,6 +42,11 @@ export interface ScenarioOptions {
   /** Topology namespace prefix (tests run their own). */
   readonly prefix?: string;
   readonly print: (line: string) => void;
+  /**
+   * After the last round: wait for full redundancy, kill this many original nodes (never the
+   * exporter), and only then take the final reads: every block must still be readable.
+   */
+  readonly killAfterRebuild?: number;
 }
 
 export interface RoundRecord extends Round {
@@ -59,6 +65,8 @@ export interface ScenarioResult {
   readonly problems: readonly string[];
   readonly counts: Record<string, number>;
   readonly reportDir?: string;
+  /** Set when the target could not run the scenario at all (e.g. the host lacks a command). */
+  readonly skipped?: string;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -84,6 +92,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   let check: CheckResult | undefined;
   let topology: Topology | undefined;
   let target: Target | undefined;
+  let skipped: string | undefined;
   try {
     topology = await Topology.create({ nodes: options.nodes, prefix: options.prefix ?? "hesf" });
     target = options.makeTarget({ topology, workDir, logDir });
@@ -120,6 +129,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     }
     await client.stop();
     await fio?.stop();
+    await killAfterRebuild(target, options.killAfterRebuild ?? 0, print);
     await client.finalReads(60_000);
     history.closeOpen();
     fioResults.push(...((await fio?.verifyAll()) ?? []));
@@ -133,11 +143,17 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     }
     problems.push(...targetMisses(records));
   } catch (err) {
-    problems.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
+    if (err instanceof HostNotReadyError) skipped = err.message;
+    else problems.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
   } finally {
     await target?.stop().catch((err) => problems.push(`stop failed: ${String(err)}`));
     for (const cleanup of teardown.reverse()) await cleanup().catch(() => undefined);
     await topology?.destroy();
+  }
+  if (skipped !== undefined) {
+    print(`SKIP ${options.name}: ${skipped}`);
+    rmSync(workDir, { recursive: true, force: true });
+    return { ok: true, seed, rounds: records, fio: [], problems, counts: {}, skipped };
   }
   const ok = problems.length === 0;
   const result: ScenarioResult = {
@@ -188,6 +204,26 @@ async function runRound(fault: Fault, record: RoundRecord, context: FaultContext
   }
 }
 
+/** Full redundancy proved: wait for rebuilds, then kill `count` original non-exporter nodes. */
+async function killAfterRebuild(target: Target, count: number, print: (l: string) => void) {
+  if (count === 0) return;
+  if (target.awaitFullRedundancy === undefined)
+    throw new Error(`${target.kind} cannot report redundancy`);
+  const start = performance.now();
+  await target.awaitFullRedundancy(300_000);
+  print(
+    `full redundancy after ${(performance.now() - start).toFixed(0)} ms; killing ${count} nodes`,
+  );
+  const killed: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const node = await target.nodeWithRole("replica", killed);
+    if (node === undefined) throw new Error(`no replica left to kill (killed ${killed})`);
+    await target.process(node)?.kill9();
+    killed.push(node);
+  }
+  print(`killed nodes ${killed.join(",")}: every block must still read back`);
+}
+
 function targetMisses(records: readonly RoundRecord[]): string[] {
   const out: string[] = [];
   const failovers = records.flatMap((r) => (r.failoverMs === undefined ? [] : [r.failoverMs]));
@@ -226,8 +262,15 @@ class FioLoop {
         runtimeS: 3_600,
         seed: this.jobs.length + 1,
       };
+      const startedMs = performance.now();
       this.current = startFioWrite(job);
       const result = await this.current.result;
+      mkdirSync(this.dir, { recursive: true });
+      appendFileSync(
+        join(this.dir, "attempts.log"),
+        `${job.stateDir}: ${(performance.now() - startedMs).toFixed(0)} ms, exit ${result.exitCode}, ` +
+          `job error ${result.jobError}, wrote ${result.writeBytes} B; ${result.stderr.trim().split("\n")[0]}\n`,
+      );
       if (result.writeBytes > 0) this.jobs.push(job);
       else {
         rmSync(job.stateDir, { recursive: true, force: true });

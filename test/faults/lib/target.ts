@@ -35,6 +35,8 @@ export interface Target {
   awaitService(timeoutMs: number): Promise<number>;
   /** After `node` died: makes the volume served by a live node (no-op if unaffected). */
   failover(deadNode: number): Promise<void>;
+  /** Waits until every chunk has all its replicas in sync (hes only). */
+  awaitFullRedundancy?(timeoutMs: number): Promise<void>;
   /** Stops everything (SIGTERM then SIGKILL) and keeps the logs. */
   stop(): Promise<void>;
   /** Files to copy into a failure report. */
