@@ -90,6 +90,13 @@ export class HesCluster implements Target {
   private readonly exports: ManagedProcess[] = [];
   private exporter = 1;
   private exportSocket = "";
+  /**
+   * The volume must be exported (again) on `exporter`: its node restarted (the export went
+   * with the old process), or it is the failover target. awaitService retries the export
+   * until it works or the service bound passes: right after a failure, the volume may
+   * rightly refuse for a moment (e.g. HES_QUORUM_LOST while a peer restarts).
+   */
+  private exportPending = false;
   private readonly clusterDir: string;
 
   constructor(private readonly options: HesClusterOptions) {
@@ -160,7 +167,7 @@ export class HesCluster implements Target {
       ...["--replicas", String(this.options.replicas ?? 3)],
       ...["--chunk-size", `${(this.options.chunkSizeBytes ?? 16 * 1024 * 1024) / 1024 / 1024}MiB`],
     ]);
-    await this.exportOn(1);
+    await this.exportOn(1, false);
     await this.awaitService(30_000);
   }
 
@@ -169,20 +176,18 @@ export class HesCluster implements Target {
     const path = this.configPath(node);
     const config = JSON.parse(readFileSync(path, "utf8")) as Json;
     const address = (id: number) => this.topology.node(id).address;
-    const listen = config.listen as Record<string, { host: string; port: number }>;
+    const listen = config.listen as Json;
     for (const key of ["control", "data", "nbd"]) {
-      if (listen[key] !== undefined) listen[key] = { ...listen[key], host: address(node) };
+      if (listen[key] !== undefined) listen[key] = withHost(listen[key], address(node));
     }
     for (const peer of config.peers as Array<Json & { nodeId: number }>) {
-      for (const key of ["control", "data"]) {
-        peer[key] = { ...(peer[key] as Json), host: address(peer.nodeId) };
-      }
+      for (const key of ["control", "data"]) peer[key] = withHost(peer[key], address(peer.nodeId));
     }
     writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`);
   }
 
   /** Serves the volume from `node` on a fresh unix socket (taking over its lease). */
-  private async exportOn(node: number): Promise<void> {
+  private async exportOn(node: number, takeover: boolean): Promise<void> {
     const socket = join(this.options.workDir, `export-node${node}-${this.exports.length}.sock`);
     rmSync(socket, { force: true });
     const exporter = ManagedProcess.spawn({
@@ -190,6 +195,7 @@ export class HesCluster implements Target {
       command: this.options.hes.command,
       args: [
         ...[...this.options.hes.args, "export", this.volumeName, "--nbd", `unix:${socket}`],
+        ...(takeover ? ["--takeover"] : []),
         ...["--config", this.configPath(node)],
       ],
       logDir: this.options.logDir,
@@ -238,6 +244,7 @@ export class HesCluster implements Target {
       env: { ...this.options.nodeEnv },
     });
     this.processes.set(node, process);
+    if (node === this.exporter && this.exportSocket !== "") this.exportPending = true;
   }
 
   dataDir(node: number): string {
@@ -262,7 +269,13 @@ export class HesCluster implements Target {
     const start = performance.now();
     await waitFor(
       "the volume to acknowledge a write",
-      () => probeService(this.exportAddress()),
+      async () => {
+        if (this.exportPending) {
+          await this.exportOn(this.exporter, true);
+          this.exportPending = false;
+        }
+        return probeService(this.exportAddress());
+      },
       timeoutMs,
       50,
     );
@@ -273,7 +286,8 @@ export class HesCluster implements Target {
     if (deadNode !== this.exporter) return;
     const next = this.nodeNumbers.find((n) => n !== deadNode && this.process(n) !== undefined);
     if (next === undefined) return; // everything is down: the heal restarts nodes, then we export
-    await this.exportOn(next);
+    this.exporter = next;
+    this.exportPending = true;
   }
 
   /** Waits until no volume has a degraded chunk or a replica still filling (rebuild done). */
@@ -304,6 +318,12 @@ export class HesCluster implements Target {
       p.stderrPath,
     ]);
   }
+}
+
+/** A config address ("host:port" or { host, port }) with its host replaced. */
+function withHost(address: unknown, host: string): unknown {
+  if (typeof address === "string") return address.replace(/^[^:]+:/, `${host}:`);
+  return { ...(address as Json), host };
 }
 
 /** The leader's node number from `hes status --json` (protobuf JSON omits 0 = none). */

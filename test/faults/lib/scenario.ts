@@ -146,6 +146,14 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     if (err instanceof HostNotReadyError) skipped = err.message;
     else problems.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
   } finally {
+    if (check === undefined && history.ops.length > 0) {
+      // Aborted runs are still checked: what was recorded must be correct anyway.
+      history.closeOpen();
+      check = checkHistory(history.ops);
+      for (const v of check.violations.slice(0, 20)) {
+        problems.push(`${v.kind} on block ${v.block}: ${v.detail} (ops ${v.opIds.join(",")})`);
+      }
+    }
     await target?.stop().catch((err) => problems.push(`stop failed: ${String(err)}`));
     for (const cleanup of teardown.reverse()) await cleanup().catch(() => undefined);
     await topology?.destroy();
@@ -181,7 +189,8 @@ async function runRound(fault: Fault, record: RoundRecord, context: FaultContext
     }
     const injectedAt = performance.now();
     heal = await fault.inject(context);
-    if (fault.killsExporter && target.failsOver) {
+    const someNodeUp = target.nodeNumbers.some((n) => target.process(n) !== undefined);
+    if (fault.killsExporter && target.failsOver && someNodeUp) {
       await target.awaitService(SERVICE_BACK_MS_MAX);
       record.failoverMs = performance.now() - injectedAt;
       context.note(
