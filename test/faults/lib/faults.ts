@@ -349,7 +349,11 @@ export const FAULTS: readonly Fault[] = [
   disk("disk-eio-fdatasync", "replica", ["fdatasync", "fsync"], { error: "EIO" }),
   disk("disk-eio-write", "replica", WRITE_SYSCALLS, { error: "EIO" }),
   disk("disk-enospc-write", "replica", WRITE_SYSCALLS, { error: "ENOSPC" }),
-  disk("disk-slow-fdatasync", "replica", ["fdatasync", "fsync"], { delayUs: 200_000 }),
+  // The store may write with O_DSYNC (each write is its own sync), so data writes are slowed
+  // along with fdatasync: every durable step of the node takes 200 ms longer.
+  disk("disk-slow-fdatasync", "replica", ["fdatasync", "fsync", ...WRITE_SYSCALLS], {
+    delayUs: 200_000,
+  }),
   diskFull(),
   bitFlips(),
   staleContents(),

@@ -18,7 +18,7 @@ export const BIT_FLIPS_MAX = 4096;
 export const HISTORY_OPS_MAX = 200_000;
 /** Blocks in the history client's hot set: small, so writers collide (the point), and the
  * per-block linearizability search stays cheap. */
-export const HOT_BLOCKS_MAX = 4096;
+export const HOT_BLOCKS_MAX = 1024;
 /** How long one NBD request may take before its outcome is recorded as unknown. */
 export const NBD_REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
 /** WGL search steps per block before the checker calls a history inconclusive. */
@@ -32,3 +32,15 @@ export const FIO_PHASE_REGION_BYTES = 8 * 1024 * 1024;
 export const SERVICE_BACK_MS_MAX = 10_000;
 /** Failover target: kill of the serving node to the first acknowledged write (p99). */
 export const FAILOVER_MS_P99_MAX = 3_000;
+/**
+ * Volume layout of a run: the history's hot set from 0, the service probe's block at 4 MiB
+ * (in the same chunk as the hot set for any chunk ≥ 8 MiB, so "service is back" means the
+ * chunk the workload uses takes writes again), fio's phases from 8 MiB.
+ */
+export const PROBE_OFFSET_BYTES = 4 * 1024 * 1024;
+if (
+  HOT_BLOCKS_MAX * 4096 > PROBE_OFFSET_BYTES ||
+  PROBE_OFFSET_BYTES + 4096 > FIO_PHASE_REGION_BYTES
+) {
+  throw new Error("fault-suite layout overlaps: hot set, probe block and fio regions");
+}

@@ -5,6 +5,7 @@
  * checker and reports run end to end today, and can be shown to fail on a system that loses
  * acknowledged writes.
  */
+import { PROBE_OFFSET_BYTES } from "./limits.js";
 import { type NbdAddress, NbdClient } from "./nbd-client.js";
 import type { ManagedProcess } from "./process.js";
 import type { Topology } from "./topology.js";
@@ -44,14 +45,15 @@ export interface Target {
 }
 
 /**
- * One probe of service: connect, read block 0, write zeros with FUA to the export's last
- * 4 KiB (a block no workload uses). Resolves once the write is acknowledged.
+ * One probe of service: connect, read block 0, write zeros with FUA to the probe block
+ * (PROBE_OFFSET_BYTES: no workload uses it, and it shares the hot set's chunk). Resolves once
+ * the write is acknowledged.
  */
 export async function probeService(address: NbdAddress): Promise<true> {
   const client = await NbdClient.connect(address);
   try {
     await client.read(0, 4096);
-    await client.write(client.sizeBytes - 4096, new Uint8Array(4096), { fua: true });
+    await client.write(PROBE_OFFSET_BYTES, new Uint8Array(4096), { fua: true });
     return true;
   } finally {
     client.destroy();
