@@ -699,12 +699,16 @@ export class Volume implements BlockDevice {
         return;
       }
       failed.push({ nodeId, error: result.reason, safeSeq: Math.min(...pending) - 1 });
-      state.pending.delete(nodeId);
-      state.leaving.add(nodeId);
     });
     this.fenceOnAny(failed.map((f) => f.error));
-    for (const f of failed) {
+    // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
+    // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
+    // replica's pending set, so a later report's watermark stays below it.
+    if (acknowledged === 0) this.log.warn({ chunkIndex, seq }, "no replica answered a write");
+    for (const f of acknowledged === 0 ? [] : failed) {
       this.log.warn({ chunkIndex, nodeId: f.nodeId, err: String(f.error) }, "replica write failed");
+      state.pending.delete(f.nodeId);
+      state.leaving.add(f.nodeId);
       await this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
     }
     if (acknowledged < this.record.writeQuorum) {
