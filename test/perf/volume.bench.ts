@@ -50,30 +50,6 @@ printHeader("volume (3 replicas in-process) beside fio on a raw file, same disk,
 });
 mkdirSync(DIR, { recursive: true });
 
-// ---- fio on the raw file ----
-const rawFile = join(DIR, "volume-raw.dat");
-const FIO_NAMES = [
-  "randwrite-4k-qd1-sync",
-  "randwrite-4k-qd32",
-  "randwrite-4k-qd32-sync",
-  "randread-4k-qd32",
-  "write-1m-qd8",
-  "read-1m-qd8",
-  "blender-16x-seq-4k-sync",
-];
-console.log("\nprefilling the raw file with fio…");
-fioPrefill(rawFile, VOLUME_BYTES);
-const fio = new Map<string, { iops: number; bytesPerSecond: number; p50Ms: number }>();
-for (const name of FIO_NAMES) {
-  if (FIO_JOBS[name] === undefined) continue;
-  const result = runFio(name, rawFile, VOLUME_BYTES, SECONDS);
-  fio.set(name, result);
-  console.log(
-    `fio ${name}: ${Math.round(result.iops)} IOPS, ${(result.bytesPerSecond / MiB).toFixed(0)} MiB/s, p50 ${result.p50Ms.toFixed(3)} ms`,
-  );
-}
-rmSync(rawFile, { force: true });
-
 // ---- the volume ----
 const cluster = new DirectCluster();
 cluster.apply({ kind: "initCluster", fields: { clusterId: "bench" } });
@@ -209,6 +185,30 @@ for (const [name, job] of Object.entries(jobs)) {
     `volume ${name}: ${Math.round(result.opsPerSecond)} IOPS, ${((result.opsPerSecond * job.bytes) / MiB).toFixed(0)} MiB/s, p50 ${result.p50Ms.toFixed(3)} ms, p99 ${result.p99Ms.toFixed(3)} ms`,
   );
 }
+
+// ---- fio on the raw file ----
+const rawFile = join(DIR, "volume-raw.dat");
+const FIO_NAMES = [
+  "randwrite-4k-qd1-sync",
+  "randwrite-4k-qd32",
+  "randwrite-4k-qd32-sync",
+  "randread-4k-qd32",
+  "write-1m-qd8",
+  "read-1m-qd8",
+  "blender-16x-seq-4k-sync",
+];
+console.log("\nprefilling the raw file with fio…");
+fioPrefill(rawFile, VOLUME_BYTES);
+const fio = new Map<string, { iops: number; bytesPerSecond: number; p50Ms: number }>();
+for (const name of FIO_NAMES) {
+  if (FIO_JOBS[name] === undefined) continue;
+  const result = runFio(name, rawFile, VOLUME_BYTES, SECONDS);
+  fio.set(name, result);
+  console.log(
+    `fio ${name}: ${Math.round(result.iops)} IOPS, ${(result.bytesPerSecond / MiB).toFixed(0)} MiB/s, p50 ${result.p50Ms.toFixed(3)} ms`,
+  );
+}
+rmSync(rawFile, { force: true });
 
 // ---- table and targets ----
 const pairs: [string, string][] = [
