@@ -259,6 +259,25 @@ line(
 );
 line("1 MiB read vs raw", (r("read-1m-qd8").opsPerSecond * MiB) / rawRead, 0.8);
 
+// Live-migration handoff: node 2 takes the volume over while node 1 still has it open.
+const hostB = new VolumeManager({
+  control: cluster.control(2),
+  directory: { replica: (nodeId) => replicas.get(nodeId) as ChunkReplica },
+});
+const handoffStart = performance.now();
+const moved = await hostB.open({ name: "bench", takeover: true });
+await moved.write({ offsetBytes: 0, data: data4k });
+const takeoverMs = performance.now() - handoffStart;
+const oldWrite = await volume.write({ offsetBytes: 0, data: data4k }).then(
+  () => "ACKNOWLEDGED (bug)",
+  (error: unknown) => String(error).slice(0, 40),
+);
+console.log(
+  `\ntakeover-to-first-acknowledged-write: ${takeoverMs.toFixed(1)} ms ` +
+    `(${cluster.map.chunksOfVolume(moved.volumeId).length} chunks sealed and reconciled); ` +
+    `old owner's next write: ${oldWrite}`,
+);
+await moved.close();
 await volume.close();
 for (const store of stores) await store.close();
 for (let nodeId = 1; nodeId <= 3; nodeId++) {
