@@ -283,9 +283,17 @@ test("a corrupt block is read from another replica and repaired", async () => {
     }
     return original(...args);
   };
+  const chunk = { volumeId: volume.volumeId, chunkIndex: 0 };
+  const before = local.store.version(chunk)?.durableSeq ?? 0;
   try {
     assert.deepEqual(await volume.read({ offsetBytes: 0, lengthBytes: 4096 }), pattern(70, 4096));
     assert.equal(corruptions, 1);
+    assert.ok(
+      (local.store.version(chunk)?.durableSeq ?? 0) > before,
+      "the bad replica was rewritten",
+    );
+    const healed = await local.store.read(chunk, 0, 4096);
+    assert.deepEqual(Buffer.from(healed), Buffer.from(pattern(70, 4096)));
   } finally {
     local.replica.read = original;
   }
