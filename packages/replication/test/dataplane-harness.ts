@@ -149,9 +149,9 @@ export async function startNodes(
 /** Deterministic bytes for a block range (seeded by a number). */
 export function pattern(bytes: number, seed: number): Uint8Array {
   const out = new Uint8Array(bytes);
-  let x = seed * 2654435761 + 1;
+  let x = (Math.imul(seed, 2654435761) + 1) >>> 0;
   for (let i = 0; i < bytes; i += 4) {
-    x = (x * 1103515245 + 12345) >>> 0;
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     out[i] = x & 0xff;
     out[i + 1] = (x >>> 8) & 0xff;
     out[i + 2] = (x >>> 16) & 0xff;

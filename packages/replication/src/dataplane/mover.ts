@@ -18,6 +18,7 @@
  * counting only in-sync ones toward its quorum: writes after a copy's last pass then reach the
  * new replica directly.
  */
+import { setMaxListeners } from "node:events";
 import {
   type Clock,
   checkInteger,
@@ -36,6 +37,10 @@ import {
   MOVER_BYTES_PER_SECOND_DEFAULT,
   MOVER_CHUNKS_IN_FLIGHT_DEFAULT,
   MOVER_CHUNKS_IN_FLIGHT_MAX,
+  MOVER_IMPORT_BATCH_BYTES,
+  MOVER_IMPORT_BATCH_PIECES,
+  MOVER_IMPORT_BYTES_IN_FLIGHT_MAX,
+  MOVER_IMPORTS_IN_FLIGHT_MAX,
   MOVER_PASSES_MAX,
   MOVER_PROGRESS_EVERY_BYTES,
   REPLICA_BLOCK_BYTES,
@@ -174,6 +179,8 @@ export class Mover {
     const results: MoverChunkResult[] = [];
     const signals = [this.closing.signal, ...(signal === undefined ? [] : [signal])];
     const combined = AbortSignal.any(signals);
+    // Every request of every copy listens to it (deadlines, cancellation): not a leak.
+    setMaxListeners(0, combined);
     let next = 0;
     const worker = async () => {
       while (next < work.length && !combined.aborted) {
@@ -266,7 +273,7 @@ export class Mover {
         this.counters.rebuildBytes += n;
         progress(moved.bytes);
       });
-      await target.importChunk(chunk, pieces, { epoch, signal });
+      await importParallel(target, chunk, pieces, epoch, signal);
       await progress(moved.bytes, true);
       return version;
     });
@@ -334,13 +341,13 @@ export class Mover {
     };
     // Blocks the source changed: its export since the watermark, with their own seqs.
     const changed = source.exportChunk(chunk, { sinceSeq, signal });
-    await target.importChunk(chunk, this.metered(changed, signal, count), { epoch, signal });
+    await importParallel(target, chunk, this.metered(changed, signal, count), epoch, signal);
     // Blocks only this replica changed (writes the source never acknowledged): the source's
     // content there, stamped with the watermark (the source's blocks are at or below it).
     const extra = subtractRuns(targetRuns, sourceRuns);
     if (extra.length > 0) {
       const pieces = this.sourceContent(source, chunk, extra, sinceSeq, epoch, signal);
-      await target.importChunk(chunk, this.metered(pieces, signal, count), { epoch, signal });
+      await importParallel(target, chunk, this.metered(pieces, signal, count), epoch, signal);
     }
     // The version last: the copy above is durable before the replica claims it.
     const seen = version ?? (await source.version(chunk, { signal }));
@@ -444,6 +451,65 @@ function dataBytes(runs: readonly ChunkRun[]): number {
   let total = 0;
   for (const run of runs) if (run.state === "data") total += run.lengthBytes;
   return total;
+}
+
+/**
+ * Applies pieces (disjoint block ranges, version withheld) as several imports in flight: the
+ * store makes one import's pieces durable one after another, so a single stream is bound to
+ * one write at a time (and scattered 4 KiB blocks to one sync each). Batches of ≤ 1 MiB or
+ * ≤ MOVER_IMPORT_BATCH_PIECES pieces; ≤ MOVER_IMPORTS_IN_FLIGHT_MAX calls and ≤
+ * MOVER_IMPORT_BYTES_IN_FLIGHT_MAX data bytes at once; the first failure stops the copy.
+ */
+async function importParallel(
+  target: ChunkReplica,
+  chunk: ChunkId,
+  pieces: AsyncIterable<ChunkExportPiece>,
+  epoch: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const inFlight = new Set<Promise<unknown>>();
+  let inFlightBytes = 0;
+  let failure: unknown;
+  let batch: ChunkExportPiece[] = [];
+  let batchBytes = 0;
+  const flush = async () => {
+    const bytes = batchBytes;
+    const p = target.importChunk(chunk, iterate(batch), { epoch, signal });
+    batch = [];
+    batchBytes = 0;
+    inFlightBytes += bytes;
+    inFlight.add(p);
+    const done = () => {
+      inFlight.delete(p);
+      inFlightBytes -= bytes;
+    };
+    p.then(done, (error: unknown) => {
+      done();
+      failure ??= error;
+    });
+    while (
+      failure === undefined &&
+      (inFlight.size >= MOVER_IMPORTS_IN_FLIGHT_MAX ||
+        inFlightBytes >= MOVER_IMPORT_BYTES_IN_FLIGHT_MAX)
+    ) {
+      await Promise.race(inFlight).catch(() => {});
+    }
+  };
+  for await (const piece of pieces) {
+    if (failure !== undefined) break;
+    batch.push(piece);
+    if (piece.kind === "data") batchBytes += piece.data.byteLength;
+    if (batchBytes >= MOVER_IMPORT_BATCH_BYTES || batch.length >= MOVER_IMPORT_BATCH_PIECES) {
+      await flush();
+    }
+  }
+  if (batch.length > 0 && failure === undefined) await flush();
+  await Promise.allSettled([...inFlight]);
+  if (failure !== undefined) throw failure;
+}
+
+async function* iterate<T>(items: readonly T[]): AsyncGenerator<T> {
+  yield* items;
 }
 
 async function* once<T>(item: T): AsyncGenerator<T> {
