@@ -76,4 +76,42 @@ export {
   utilisationOf,
 } from "./placement/rebalance.js";
 export { planRepairs, type RepairAction } from "./placement/repair.js";
+export {
+  type AdminCallOptions,
+  AdminClient,
+  type ClusterStatusPlain,
+  type NodeInfoPlain,
+  type Plain,
+  type SnapshotInfoPlain,
+  toPlain,
+  type VolumeInfoPlain,
+} from "./runtime/admin-client.js";
+export { type AdminHost, type AdminRawClient, adminService } from "./runtime/admin-service.js";
+export {
+  ClusterMember,
+  type ClusterMemberOptions,
+  IDEMPOTENT_KINDS,
+  type MemberAddress,
+  type MemberStatus,
+} from "./runtime/cluster-member.js";
 export { DirectCluster } from "./runtime/direct-control.js";
+export {
+  clusterControlService,
+  type ForwardReply,
+  type ForwardRequest,
+  type ForwardTarget,
+  GrpcForwarder,
+  type GrpcForwarderOptions,
+  MemoryForwarding,
+  type ProposalForwarder,
+} from "./runtime/forwarding.js";
+export * from "./runtime/limits.js";
+export {
+  type DiskUsageReport,
+  type LoopMember,
+  type LoopOptions,
+  MemberLoops,
+  type SelfDescription,
+  type SelfDisk,
+} from "./runtime/loops.js";
+export { type MapApplied, MapMachine } from "./runtime/map-machine.js";

@@ -41,8 +41,60 @@ export function nodeInfo(view: ClusterMapView, node: NodeRecord): NodeInfo {
   });
 }
 
-/** One volume as status shows it. */
+/** Redundancy work of one volume's chunks (rebuilds and moves in flight, degraded chunks). */
+interface Health {
+  chunksPlaced: number;
+  degraded: number;
+  filling: number;
+  fillDone: number;
+  fillTotal: number;
+  moves: number;
+}
+
+function volumeHealth(view: ClusterMapView, volume: VolumeRecord): Health {
+  const health: Health = {
+    chunksPlaced: 0,
+    degraded: 0,
+    filling: 0,
+    fillDone: 0,
+    fillTotal: 0,
+    moves: 0,
+  };
+  for (const chunk of view.chunksOfVolume(volume.volumeId)) {
+    health.chunksPlaced++;
+    if (chunk.moveToNodeId !== 0) health.moves++;
+    let healthy = 0;
+    for (const replica of chunk.replicas) {
+      const node = view.node(replica.nodeId);
+      if (replica.state === "in-sync" && node !== undefined && isAlive(node)) healthy++;
+      if (replica.state === "filling") {
+        health.filling++;
+        health.fillDone += replica.bytesDone;
+        health.fillTotal += replica.bytesTotal;
+      }
+    }
+    if (healthy < volume.replicationFactor) health.degraded++;
+  }
+  return health;
+}
+
+function summary(health: Health, movesInFlight: number) {
+  return {
+    chunksPlaced: BigInt(health.chunksPlaced),
+    chunksDegraded: BigInt(health.degraded),
+    replicasFilling: BigInt(health.filling),
+    fillBytesDone: BigInt(health.fillDone),
+    fillBytesTotal: BigInt(health.fillTotal),
+    movesInFlight,
+  };
+}
+
+/** One volume as status shows it, with its redundancy work (walks its chunks once). */
 export function volumeInfo(view: ClusterMapView, volume: VolumeRecord): VolumeInfo {
+  return volumeInfoOf(view, volume, volumeHealth(view, volume));
+}
+
+function volumeInfoOf(_view: ClusterMapView, volume: VolumeRecord, health: Health): VolumeInfo {
   return create(VolumeInfoSchema, {
     volumeId: BigInt(volume.volumeId),
     name: volume.name,
@@ -54,8 +106,9 @@ export function volumeInfo(view: ClusterMapView, volume: VolumeRecord): VolumeIn
     epoch: BigInt(volume.epoch),
     parentVolumeId: BigInt(volume.parentVolumeId),
     parentSnapshotId: BigInt(volume.parentSnapshotId),
-    chunksPlaced: BigInt(view.chunksOfVolume(volume.volumeId).length),
+    chunksPlaced: BigInt(health.chunksPlaced),
     snapshots: volume.snapshots.length,
+    health: summary(health, health.moves),
   });
 }
 
@@ -64,37 +117,28 @@ export function volumeInfo(view: ClusterMapView, volume: VolumeRecord): VolumeIn
  * progress): meant for an operator's request, not a hot path.
  */
 export function clusterStatus(view: ClusterMapView): ClusterStatus {
-  let degraded = 0;
-  let filling = 0;
-  let fillDone = 0;
-  let fillTotal = 0;
-  const volumes = view.volumes();
-  for (const volume of volumes) {
-    for (const chunk of view.chunksOfVolume(volume.volumeId)) {
-      let healthy = 0;
-      for (const replica of chunk.replicas) {
-        const node = view.node(replica.nodeId);
-        if (replica.state === "in-sync" && node !== undefined && isAlive(node)) healthy++;
-        if (replica.state === "filling") {
-          filling++;
-          fillDone += replica.bytesDone;
-          fillTotal += replica.bytesTotal;
-        }
-      }
-      if (healthy < volume.replicationFactor) degraded++;
-    }
+  const total: Health = {
+    chunksPlaced: 0,
+    degraded: 0,
+    filling: 0,
+    fillDone: 0,
+    fillTotal: 0,
+    moves: 0,
+  };
+  const volumes: VolumeInfo[] = [];
+  for (const volume of view.volumes()) {
+    const health = volumeHealth(view, volume);
+    total.degraded += health.degraded;
+    total.filling += health.filling;
+    total.fillDone += health.fillDone;
+    total.fillTotal += health.fillTotal;
+    volumes.push(volumeInfoOf(view, volume, health));
   }
+  total.chunksPlaced = view.chunksPlaced;
   return create(ClusterStatusSchema, {
     clusterId: view.clusterId,
     nodes: view.nodes().map((node) => nodeInfo(view, node)),
-    volumes: volumes.map((volume) => volumeInfo(view, volume)),
-    placement: {
-      chunksPlaced: BigInt(view.chunksPlaced),
-      chunksDegraded: BigInt(degraded),
-      replicasFilling: BigInt(filling),
-      fillBytesDone: BigInt(fillDone),
-      fillBytesTotal: BigInt(fillTotal),
-      movesInFlight: view.movesInFlight,
-    },
+    volumes,
+    placement: summary(total, view.movesInFlight),
   });
 }

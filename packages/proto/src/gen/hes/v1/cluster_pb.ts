@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hes/v1/cluster.proto.
  */
 export const file_hes_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChRoZXMvdjEvY2x1c3Rlci5wcm90bxIGaGVzLnYxImUKCERpc2tJbmZvEg8KB2Rpc2tfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEg4KBmZhaWxlZBgFIAEoCCKLAgoITm9kZUluZm8SDwoHbm9kZV9pZBgBIAEoDRIXCg9jb250cm9sX2FkZHJlc3MYAiABKAkSFAoMZGF0YV9hZGRyZXNzGAMgASgJEhYKDmZhaWx1cmVfZG9tYWluGAQgASgJEiAKBXN0YXRlGAUgASgOMhEuaGVzLnYxLk5vZGVTdGF0ZRIfCgVkaXNrcxgGIAMoCzIQLmhlcy52MS5EaXNrSW5mbxIeChZsYXN0X2hlYXJ0YmVhdF93YWxsX21zGAcgASgEEhQKDHBsYWNlZF9ieXRlcxgIIAEoBBIQCghyZXBsaWNhcxgJIAEoBBIcChRyZXBsaWNhc19ub3RfaW5fc3luYxgKIAEoBCKJAgoKVm9sdW1lSW5mbxIRCgl2b2x1bWVfaWQYASABKAQSDAoEbmFtZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgEEhgKEGNodW5rX3NpemVfYnl0ZXMYBCABKAQSEAoIcmVwbGljYXMYBSABKA0SFAoMd3JpdGVfcXVvcnVtGAYgASgNEhUKDW93bmVyX25vZGVfaWQYByABKA0SDQoFZXBvY2gYCCABKAQSGAoQcGFyZW50X3ZvbHVtZV9pZBgJIAEoBBIaChJwYXJlbnRfc25hcHNob3RfaWQYCiABKAQSFQoNY2h1bmtzX3BsYWNlZBgLIAEoBBIRCglzbmFwc2hvdHMYDCABKA0iqAEKEFBsYWNlbWVudFN1bW1hcnkSFQoNY2h1bmtzX3BsYWNlZBgBIAEoBBIXCg9jaHVua3NfZGVncmFkZWQYAiABKAQSGAoQcmVwbGljYXNfZmlsbGluZxgDIAEoBBIXCg9maWxsX2J5dGVzX2RvbmUYBCABKAQSGAoQZmlsbF9ieXRlc190b3RhbBgFIAEoBBIXCg9tb3Zlc19pbl9mbGlnaHQYBiABKA0iQQoKTWVtYmVySW5mbxIPCgdub2RlX2lkGAEgASgNEg0KBXZvdGVyGAIgASgIEhMKC21hdGNoX2luZGV4GAMgASgEIvIBCg1DbHVzdGVyU3RhdHVzEhIKCmNsdXN0ZXJfaWQYASABKAkSEQoJbGVhZGVyX2lkGAIgASgNEgwKBHRlcm0YAyABKAQSFAoMY29tbWl0X2luZGV4GAQgASgEEiMKB21lbWJlcnMYBSADKAsyEi5oZXMudjEuTWVtYmVySW5mbxIfCgVub2RlcxgGIAMoCzIQLmhlcy52MS5Ob2RlSW5mbxIjCgd2b2x1bWVzGAcgAygLMhIuaGVzLnYxLlZvbHVtZUluZm8SKwoJcGxhY2VtZW50GAggASgLMhguaGVzLnYxLlBsYWNlbWVudFN1bW1hcnkiEgoQR2V0U3RhdHVzUmVxdWVzdCI6ChFHZXRTdGF0dXNSZXNwb25zZRIlCgZzdGF0dXMYASABKAsyFS5oZXMudjEuQ2x1c3RlclN0YXR1cyJjChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIYChBjaHVua19zaXplX2J5dGVzGAMgASgEEhAKCHJlcGxpY2FzGAQgASgNIjoKFENyZWF0ZVZvbHVtZVJlc3BvbnNlEiIKBnZvbHVtZRgBIAEoCzISLmhlcy52MS5Wb2x1bWVJbmZvIiAKEEdldFZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSI3ChFHZXRWb2x1bWVSZXNwb25zZRIiCgZ2b2x1bWUYASABKAsyEi5oZXMudjEuVm9sdW1lSW5mbyIUChJMaXN0Vm9sdW1lc1JlcXVlc3QiOgoTTGlzdFZvbHVtZXNSZXNwb25zZRIjCgd2b2x1bWVzGAEgAygLMhIuaGVzLnYxLlZvbHVtZUluZm8iIwoTRGVsZXRlVm9sdW1lUmVxdWVzdBIMCgRuYW1lGAEgASgJIhYKFERlbGV0ZVZvbHVtZVJlc3BvbnNlKoABCglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhEKDU5PREVfU1RBVEVfVVAQARITCg9OT0RFX1NUQVRFX0RPV04QAhIXChNOT0RFX1NUQVRFX0RSQUlOSU5HEAMSFgoSTk9ERV9TVEFURV9SRU1PVkVEEAQy9wIKE0NsdXN0ZXJBZG1pblNlcnZpY2USQAoJR2V0U3RhdHVzEhguaGVzLnYxLkdldFN0YXR1c1JlcXVlc3QaGS5oZXMudjEuR2V0U3RhdHVzUmVzcG9uc2USSQoMQ3JlYXRlVm9sdW1lEhsuaGVzLnYxLkNyZWF0ZVZvbHVtZVJlcXVlc3QaHC5oZXMudjEuQ3JlYXRlVm9sdW1lUmVzcG9uc2USQAoJR2V0Vm9sdW1lEhguaGVzLnYxLkdldFZvbHVtZVJlcXVlc3QaGS5oZXMudjEuR2V0Vm9sdW1lUmVzcG9uc2USRgoLTGlzdFZvbHVtZXMSGi5oZXMudjEuTGlzdFZvbHVtZXNSZXF1ZXN0GhsuaGVzLnYxLkxpc3RWb2x1bWVzUmVzcG9uc2USSQoMRGVsZXRlVm9sdW1lEhsuaGVzLnYxLkRlbGV0ZVZvbHVtZVJlcXVlc3QaHC5oZXMudjEuRGVsZXRlVm9sdW1lUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChRoZXMvdjEvY2x1c3Rlci5wcm90bxIGaGVzLnYxImUKCERpc2tJbmZvEg8KB2Rpc2tfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIWCg5jYXBhY2l0eV9ieXRlcxgDIAEoBBISCgp1c2VkX2J5dGVzGAQgASgEEg4KBmZhaWxlZBgFIAEoCCKLAgoITm9kZUluZm8SDwoHbm9kZV9pZBgBIAEoDRIXCg9jb250cm9sX2FkZHJlc3MYAiABKAkSFAoMZGF0YV9hZGRyZXNzGAMgASgJEhYKDmZhaWx1cmVfZG9tYWluGAQgASgJEiAKBXN0YXRlGAUgASgOMhEuaGVzLnYxLk5vZGVTdGF0ZRIfCgVkaXNrcxgGIAMoCzIQLmhlcy52MS5EaXNrSW5mbxIeChZsYXN0X2hlYXJ0YmVhdF93YWxsX21zGAcgASgEEhQKDHBsYWNlZF9ieXRlcxgIIAEoBBIQCghyZXBsaWNhcxgJIAEoBBIcChRyZXBsaWNhc19ub3RfaW5fc3luYxgKIAEoBCKzAgoKVm9sdW1lSW5mbxIRCgl2b2x1bWVfaWQYASABKAQSDAoEbmFtZRgCIAEoCRISCgpzaXplX2J5dGVzGAMgASgEEhgKEGNodW5rX3NpemVfYnl0ZXMYBCABKAQSEAoIcmVwbGljYXMYBSABKA0SFAoMd3JpdGVfcXVvcnVtGAYgASgNEhUKDW93bmVyX25vZGVfaWQYByABKA0SDQoFZXBvY2gYCCABKAQSGAoQcGFyZW50X3ZvbHVtZV9pZBgJIAEoBBIaChJwYXJlbnRfc25hcHNob3RfaWQYCiABKAQSFQoNY2h1bmtzX3BsYWNlZBgLIAEoBBIRCglzbmFwc2hvdHMYDCABKA0SKAoGaGVhbHRoGA0gASgLMhguaGVzLnYxLlBsYWNlbWVudFN1bW1hcnkiqAEKEFBsYWNlbWVudFN1bW1hcnkSFQoNY2h1bmtzX3BsYWNlZBgBIAEoBBIXCg9jaHVua3NfZGVncmFkZWQYAiABKAQSGAoQcmVwbGljYXNfZmlsbGluZxgDIAEoBBIXCg9maWxsX2J5dGVzX2RvbmUYBCABKAQSGAoQZmlsbF9ieXRlc190b3RhbBgFIAEoBBIXCg9tb3Zlc19pbl9mbGlnaHQYBiABKA0iQQoKTWVtYmVySW5mbxIPCgdub2RlX2lkGAEgASgNEg0KBXZvdGVyGAIgASgIEhMKC21hdGNoX2luZGV4GAMgASgEIvIBCg1DbHVzdGVyU3RhdHVzEhIKCmNsdXN0ZXJfaWQYASABKAkSEQoJbGVhZGVyX2lkGAIgASgNEgwKBHRlcm0YAyABKAQSFAoMY29tbWl0X2luZGV4GAQgASgEEiMKB21lbWJlcnMYBSADKAsyEi5oZXMudjEuTWVtYmVySW5mbxIfCgVub2RlcxgGIAMoCzIQLmhlcy52MS5Ob2RlSW5mbxIjCgd2b2x1bWVzGAcgAygLMhIuaGVzLnYxLlZvbHVtZUluZm8SKwoJcGxhY2VtZW50GAggASgLMhguaGVzLnYxLlBsYWNlbWVudFN1bW1hcnkiEgoQR2V0U3RhdHVzUmVxdWVzdCI6ChFHZXRTdGF0dXNSZXNwb25zZRIlCgZzdGF0dXMYASABKAsyFS5oZXMudjEuQ2x1c3RlclN0YXR1cyJ5ChNDcmVhdGVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIYChBjaHVua19zaXplX2J5dGVzGAMgASgEEhAKCHJlcGxpY2FzGAQgASgNEhQKDHdyaXRlX3F1b3J1bRgFIAEoDSI6ChRDcmVhdGVWb2x1bWVSZXNwb25zZRIiCgZ2b2x1bWUYASABKAsyEi5oZXMudjEuVm9sdW1lSW5mbyIgChBHZXRWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoRR2V0Vm9sdW1lUmVzcG9uc2USIgoGdm9sdW1lGAEgASgLMhIuaGVzLnYxLlZvbHVtZUluZm8iFAoSTGlzdFZvbHVtZXNSZXF1ZXN0IjoKE0xpc3RWb2x1bWVzUmVzcG9uc2USIwoHdm9sdW1lcxgBIAMoCzISLmhlcy52MS5Wb2x1bWVJbmZvIiMKE0RlbGV0ZVZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCSIWChREZWxldGVWb2x1bWVSZXNwb25zZSJNChNSZXNpemVWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIUCgxhbGxvd19zaHJpbmsYAyABKAgiOgoUUmVzaXplVm9sdW1lUmVzcG9uc2USIgoGdm9sdW1lGAEgASgLMhIuaGVzLnYxLlZvbHVtZUluZm8iTgoSQ2xvbmVWb2x1bWVSZXF1ZXN0EhMKC3NvdXJjZV9uYW1lGAEgASgJEhUKDXNuYXBzaG90X25hbWUYAiABKAkSDAoEbmFtZRgDIAEoCSI5ChNDbG9uZVZvbHVtZVJlc3BvbnNlEiIKBnZvbHVtZRgBIAEoCzISLmhlcy52MS5Wb2x1bWVJbmZvIlsKDFNuYXBzaG90SW5mbxITCgtzbmFwc2hvdF9pZBgBIAEoBBIMCgRuYW1lGAIgASgJEhEKCXZvbHVtZV9pZBgDIAEoBBIVCg1jcmVhdGVkX2F0X21zGAQgASgEIjoKFUNyZWF0ZVNuYXBzaG90UmVxdWVzdBITCgt2b2x1bWVfbmFtZRgBIAEoCRIMCgRuYW1lGAIgASgJIkAKFkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USJgoIc25hcHNob3QYASABKAsyFC5oZXMudjEuU25hcHNob3RJbmZvIisKFExpc3RTbmFwc2hvdHNSZXF1ZXN0EhMKC3ZvbHVtZV9uYW1lGAEgASgJIkAKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRInCglzbmFwc2hvdHMYASADKAsyFC5oZXMudjEuU25hcHNob3RJbmZvIjoKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBITCgt2b2x1bWVfbmFtZRgBIAEoCRIMCgRuYW1lGAIgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiiQEKDkFkZE5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKA0SFwoPY29udHJvbF9hZGRyZXNzGAIgASgJEhQKDGRhdGFfYWRkcmVzcxgDIAEoCRIWCg5mYWlsdXJlX2RvbWFpbhgEIAEoCRIfCgVkaXNrcxgFIAMoCzIQLmhlcy52MS5EaXNrSW5mbyIxCg9BZGROb2RlUmVzcG9uc2USHgoEbm9kZRgBIAEoCzIQLmhlcy52MS5Ob2RlSW5mbyIzChBEcmFpbk5vZGVSZXF1ZXN0Eg8KB25vZGVfaWQYASABKA0SDgoGY2FuY2VsGAIgASgIIjMKEURyYWluTm9kZVJlc3BvbnNlEh4KBG5vZGUYASABKAsyEC5oZXMudjEuTm9kZUluZm8iJAoRUmVtb3ZlTm9kZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoDSIUChJSZW1vdmVOb2RlUmVzcG9uc2UiKwoQU2V0Q29uZmlnUmVxdWVzdBIXCg9ncmFjZV9wZXJpb2RfbXMYASABKAQiLAoRU2V0Q29uZmlnUmVzcG9uc2USFwoPZ3JhY2VfcGVyaW9kX21zGAEgASgEIksKDlByb3Bvc2VSZXF1ZXN0EhIKCmNsdXN0ZXJfaWQYASABKAkSFAoMZnJvbV9ub2RlX2lkGAIgASgNEg8KB2NvbW1hbmQYAyABKAwiLgoPUHJvcG9zZVJlc3BvbnNlEg0KBWluZGV4GAEgASgEEgwKBHRlcm0YAiABKAQqgAEKCU5vZGVTdGF0ZRIaChZOT0RFX1NUQVRFX1VOU1BFQ0lGSUVEEAASEQoNTk9ERV9TVEFURV9VUBABEhMKD05PREVfU1RBVEVfRE9XThACEhcKE05PREVfU1RBVEVfRFJBSU5JTkcQAxIWChJOT0RFX1NUQVRFX1JFTU9WRUQQBDL/BwoTQ2x1c3RlckFkbWluU2VydmljZRJACglHZXRTdGF0dXMSGC5oZXMudjEuR2V0U3RhdHVzUmVxdWVzdBoZLmhlcy52MS5HZXRTdGF0dXNSZXNwb25zZRJJCgxDcmVhdGVWb2x1bWUSGy5oZXMudjEuQ3JlYXRlVm9sdW1lUmVxdWVzdBocLmhlcy52MS5DcmVhdGVWb2x1bWVSZXNwb25zZRJACglHZXRWb2x1bWUSGC5oZXMudjEuR2V0Vm9sdW1lUmVxdWVzdBoZLmhlcy52MS5HZXRWb2x1bWVSZXNwb25zZRJGCgtMaXN0Vm9sdW1lcxIaLmhlcy52MS5MaXN0Vm9sdW1lc1JlcXVlc3QaGy5oZXMudjEuTGlzdFZvbHVtZXNSZXNwb25zZRJJCgxEZWxldGVWb2x1bWUSGy5oZXMudjEuRGVsZXRlVm9sdW1lUmVxdWVzdBocLmhlcy52MS5EZWxldGVWb2x1bWVSZXNwb25zZRJJCgxSZXNpemVWb2x1bWUSGy5oZXMudjEuUmVzaXplVm9sdW1lUmVxdWVzdBocLmhlcy52MS5SZXNpemVWb2x1bWVSZXNwb25zZRJGCgtDbG9uZVZvbHVtZRIaLmhlcy52MS5DbG9uZVZvbHVtZVJlcXVlc3QaGy5oZXMudjEuQ2xvbmVWb2x1bWVSZXNwb25zZRJPCg5DcmVhdGVTbmFwc2hvdBIdLmhlcy52MS5DcmVhdGVTbmFwc2hvdFJlcXVlc3QaHi5oZXMudjEuQ3JlYXRlU25hcHNob3RSZXNwb25zZRJMCg1MaXN0U25hcHNob3RzEhwuaGVzLnYxLkxpc3RTbmFwc2hvdHNSZXF1ZXN0Gh0uaGVzLnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZRJPCg5EZWxldGVTbmFwc2hvdBIdLmhlcy52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaHi5oZXMudjEuRGVsZXRlU25hcHNob3RSZXNwb25zZRI6CgdBZGROb2RlEhYuaGVzLnYxLkFkZE5vZGVSZXF1ZXN0GhcuaGVzLnYxLkFkZE5vZGVSZXNwb25zZRJACglEcmFpbk5vZGUSGC5oZXMudjEuRHJhaW5Ob2RlUmVxdWVzdBoZLmhlcy52MS5EcmFpbk5vZGVSZXNwb25zZRJDCgpSZW1vdmVOb2RlEhkuaGVzLnYxLlJlbW92ZU5vZGVSZXF1ZXN0GhouaGVzLnYxLlJlbW92ZU5vZGVSZXNwb25zZRJACglTZXRDb25maWcSGC5oZXMudjEuU2V0Q29uZmlnUmVxdWVzdBoZLmhlcy52MS5TZXRDb25maWdSZXNwb25zZTJTChVDbHVzdGVyQ29udHJvbFNlcnZpY2USOgoHUHJvcG9zZRIWLmhlcy52MS5Qcm9wb3NlUmVxdWVzdBoXLmhlcy52MS5Qcm9wb3NlUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message hes.v1.DiskInfo
@@ -195,6 +195,14 @@ export type VolumeInfo = Message<"hes.v1.VolumeInfo"> & {
    * @generated from field: uint32 snapshots = 12;
    */
   snapshots: number;
+
+  /**
+   * This volume's share of the redundancy work: degraded chunks, replicas being rebuilt or
+   * moved, and the rebuild's progress in bytes.
+   *
+   * @generated from field: hes.v1.PlacementSummary health = 13;
+   */
+  health?: PlacementSummary | undefined;
 };
 
 /**
@@ -376,14 +384,25 @@ export type CreateVolumeRequest = Message<"hes.v1.CreateVolumeRequest"> & {
   sizeBytes: bigint;
 
   /**
+   * 0 = the default (64 MiB).
+   *
    * @generated from field: uint64 chunk_size_bytes = 3;
    */
   chunkSizeBytes: bigint;
 
   /**
+   * 0 = the default (3).
+   *
    * @generated from field: uint32 replicas = 4;
    */
   replicas: number;
+
+  /**
+   * 0 = a majority of the replicas.
+   *
+   * @generated from field: uint32 write_quorum = 5;
+   */
+  writeQuorum: number;
 };
 
 /**
@@ -505,6 +524,462 @@ export const DeleteVolumeResponseSchema: GenMessage<DeleteVolumeResponse> = /*@_
   messageDesc(file_hes_v1_cluster, 15);
 
 /**
+ * @generated from message hes.v1.ResizeVolumeRequest
+ */
+export type ResizeVolumeRequest = Message<"hes.v1.ResizeVolumeRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Shrinking drops every chunk past the new end: data loss on purpose.
+   *
+   * @generated from field: bool allow_shrink = 3;
+   */
+  allowShrink: boolean;
+};
+
+/**
+ * Describes the message hes.v1.ResizeVolumeRequest.
+ * Use `create(ResizeVolumeRequestSchema)` to create a new message.
+ */
+export const ResizeVolumeRequestSchema: GenMessage<ResizeVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 16);
+
+/**
+ * @generated from message hes.v1.ResizeVolumeResponse
+ */
+export type ResizeVolumeResponse = Message<"hes.v1.ResizeVolumeResponse"> & {
+  /**
+   * @generated from field: hes.v1.VolumeInfo volume = 1;
+   */
+  volume?: VolumeInfo | undefined;
+};
+
+/**
+ * Describes the message hes.v1.ResizeVolumeResponse.
+ * Use `create(ResizeVolumeResponseSchema)` to create a new message.
+ */
+export const ResizeVolumeResponseSchema: GenMessage<ResizeVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 17);
+
+/**
+ * @generated from message hes.v1.CloneVolumeRequest
+ */
+export type CloneVolumeRequest = Message<"hes.v1.CloneVolumeRequest"> & {
+  /**
+   * @generated from field: string source_name = 1;
+   */
+  sourceName: string;
+
+  /**
+   * @generated from field: string snapshot_name = 2;
+   */
+  snapshotName: string;
+
+  /**
+   * @generated from field: string name = 3;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hes.v1.CloneVolumeRequest.
+ * Use `create(CloneVolumeRequestSchema)` to create a new message.
+ */
+export const CloneVolumeRequestSchema: GenMessage<CloneVolumeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 18);
+
+/**
+ * @generated from message hes.v1.CloneVolumeResponse
+ */
+export type CloneVolumeResponse = Message<"hes.v1.CloneVolumeResponse"> & {
+  /**
+   * @generated from field: hes.v1.VolumeInfo volume = 1;
+   */
+  volume?: VolumeInfo | undefined;
+};
+
+/**
+ * Describes the message hes.v1.CloneVolumeResponse.
+ * Use `create(CloneVolumeResponseSchema)` to create a new message.
+ */
+export const CloneVolumeResponseSchema: GenMessage<CloneVolumeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 19);
+
+/**
+ * @generated from message hes.v1.SnapshotInfo
+ */
+export type SnapshotInfo = Message<"hes.v1.SnapshotInfo"> & {
+  /**
+   * @generated from field: uint64 snapshot_id = 1;
+   */
+  snapshotId: bigint;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 volume_id = 3;
+   */
+  volumeId: bigint;
+
+  /**
+   * Map time (leader wall clock, ms since the epoch) when it was taken.
+   *
+   * @generated from field: uint64 created_at_ms = 4;
+   */
+  createdAtMs: bigint;
+};
+
+/**
+ * Describes the message hes.v1.SnapshotInfo.
+ * Use `create(SnapshotInfoSchema)` to create a new message.
+ */
+export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 20);
+
+/**
+ * @generated from message hes.v1.CreateSnapshotRequest
+ */
+export type CreateSnapshotRequest = Message<"hes.v1.CreateSnapshotRequest"> & {
+  /**
+   * @generated from field: string volume_name = 1;
+   */
+  volumeName: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hes.v1.CreateSnapshotRequest.
+ * Use `create(CreateSnapshotRequestSchema)` to create a new message.
+ */
+export const CreateSnapshotRequestSchema: GenMessage<CreateSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 21);
+
+/**
+ * @generated from message hes.v1.CreateSnapshotResponse
+ */
+export type CreateSnapshotResponse = Message<"hes.v1.CreateSnapshotResponse"> & {
+  /**
+   * @generated from field: hes.v1.SnapshotInfo snapshot = 1;
+   */
+  snapshot?: SnapshotInfo | undefined;
+};
+
+/**
+ * Describes the message hes.v1.CreateSnapshotResponse.
+ * Use `create(CreateSnapshotResponseSchema)` to create a new message.
+ */
+export const CreateSnapshotResponseSchema: GenMessage<CreateSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 22);
+
+/**
+ * @generated from message hes.v1.ListSnapshotsRequest
+ */
+export type ListSnapshotsRequest = Message<"hes.v1.ListSnapshotsRequest"> & {
+  /**
+   * @generated from field: string volume_name = 1;
+   */
+  volumeName: string;
+};
+
+/**
+ * Describes the message hes.v1.ListSnapshotsRequest.
+ * Use `create(ListSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 23);
+
+/**
+ * @generated from message hes.v1.ListSnapshotsResponse
+ */
+export type ListSnapshotsResponse = Message<"hes.v1.ListSnapshotsResponse"> & {
+  /**
+   * @generated from field: repeated hes.v1.SnapshotInfo snapshots = 1;
+   */
+  snapshots: SnapshotInfo[];
+};
+
+/**
+ * Describes the message hes.v1.ListSnapshotsResponse.
+ * Use `create(ListSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 24);
+
+/**
+ * @generated from message hes.v1.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"hes.v1.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string volume_name = 1;
+   */
+  volumeName: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message hes.v1.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 25);
+
+/**
+ * @generated from message hes.v1.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"hes.v1.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message hes.v1.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 26);
+
+/**
+ * Registers a node in the map and makes it a Raft voter (it must already run, started with
+ * no initial members, at control_address).
+ *
+ * @generated from message hes.v1.AddNodeRequest
+ */
+export type AddNodeRequest = Message<"hes.v1.AddNodeRequest"> & {
+  /**
+   * @generated from field: uint32 node_id = 1;
+   */
+  nodeId: number;
+
+  /**
+   * @generated from field: string control_address = 2;
+   */
+  controlAddress: string;
+
+  /**
+   * @generated from field: string data_address = 3;
+   */
+  dataAddress: string;
+
+  /**
+   * @generated from field: string failure_domain = 4;
+   */
+  failureDomain: string;
+
+  /**
+   * @generated from field: repeated hes.v1.DiskInfo disks = 5;
+   */
+  disks: DiskInfo[];
+};
+
+/**
+ * Describes the message hes.v1.AddNodeRequest.
+ * Use `create(AddNodeRequestSchema)` to create a new message.
+ */
+export const AddNodeRequestSchema: GenMessage<AddNodeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 27);
+
+/**
+ * @generated from message hes.v1.AddNodeResponse
+ */
+export type AddNodeResponse = Message<"hes.v1.AddNodeResponse"> & {
+  /**
+   * @generated from field: hes.v1.NodeInfo node = 1;
+   */
+  node?: NodeInfo | undefined;
+};
+
+/**
+ * Describes the message hes.v1.AddNodeResponse.
+ * Use `create(AddNodeResponseSchema)` to create a new message.
+ */
+export const AddNodeResponseSchema: GenMessage<AddNodeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 28);
+
+/**
+ * @generated from message hes.v1.DrainNodeRequest
+ */
+export type DrainNodeRequest = Message<"hes.v1.DrainNodeRequest"> & {
+  /**
+   * @generated from field: uint32 node_id = 1;
+   */
+  nodeId: number;
+
+  /**
+   * Stop draining.
+   *
+   * @generated from field: bool cancel = 2;
+   */
+  cancel: boolean;
+};
+
+/**
+ * Describes the message hes.v1.DrainNodeRequest.
+ * Use `create(DrainNodeRequestSchema)` to create a new message.
+ */
+export const DrainNodeRequestSchema: GenMessage<DrainNodeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 29);
+
+/**
+ * @generated from message hes.v1.DrainNodeResponse
+ */
+export type DrainNodeResponse = Message<"hes.v1.DrainNodeResponse"> & {
+  /**
+   * @generated from field: hes.v1.NodeInfo node = 1;
+   */
+  node?: NodeInfo | undefined;
+};
+
+/**
+ * Describes the message hes.v1.DrainNodeResponse.
+ * Use `create(DrainNodeResponseSchema)` to create a new message.
+ */
+export const DrainNodeResponseSchema: GenMessage<DrainNodeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 30);
+
+/**
+ * Removes a drained node (hosting no replica) from the map and from the Raft group.
+ *
+ * @generated from message hes.v1.RemoveNodeRequest
+ */
+export type RemoveNodeRequest = Message<"hes.v1.RemoveNodeRequest"> & {
+  /**
+   * @generated from field: uint32 node_id = 1;
+   */
+  nodeId: number;
+};
+
+/**
+ * Describes the message hes.v1.RemoveNodeRequest.
+ * Use `create(RemoveNodeRequestSchema)` to create a new message.
+ */
+export const RemoveNodeRequestSchema: GenMessage<RemoveNodeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 31);
+
+/**
+ * @generated from message hes.v1.RemoveNodeResponse
+ */
+export type RemoveNodeResponse = Message<"hes.v1.RemoveNodeResponse"> & {
+};
+
+/**
+ * Describes the message hes.v1.RemoveNodeResponse.
+ * Use `create(RemoveNodeResponseSchema)` to create a new message.
+ */
+export const RemoveNodeResponseSchema: GenMessage<RemoveNodeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 32);
+
+/**
+ * @generated from message hes.v1.SetConfigRequest
+ */
+export type SetConfigRequest = Message<"hes.v1.SetConfigRequest"> & {
+  /**
+   * 0 = leave unchanged.
+   *
+   * @generated from field: uint64 grace_period_ms = 1;
+   */
+  gracePeriodMs: bigint;
+};
+
+/**
+ * Describes the message hes.v1.SetConfigRequest.
+ * Use `create(SetConfigRequestSchema)` to create a new message.
+ */
+export const SetConfigRequestSchema: GenMessage<SetConfigRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 33);
+
+/**
+ * @generated from message hes.v1.SetConfigResponse
+ */
+export type SetConfigResponse = Message<"hes.v1.SetConfigResponse"> & {
+  /**
+   * @generated from field: uint64 grace_period_ms = 1;
+   */
+  gracePeriodMs: bigint;
+};
+
+/**
+ * Describes the message hes.v1.SetConfigResponse.
+ * Use `create(SetConfigResponseSchema)` to create a new message.
+ */
+export const SetConfigResponseSchema: GenMessage<SetConfigResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 34);
+
+/**
+ * Member to member: a follower hands a proposal to the leader. The leader stamps it with its
+ * clock, appends it, and answers once it is committed and applied there with the entry's
+ * (index, term); the follower then waits until it applied that index itself and answers its
+ * caller with its own (identical) outcome. A refusal by the map is an outcome, not an error.
+ *
+ * @generated from message hes.v1.ProposeRequest
+ */
+export type ProposeRequest = Message<"hes.v1.ProposeRequest"> & {
+  /**
+   * Requests for another cluster are refused (HES_PERMISSION_DENIED).
+   *
+   * @generated from field: string cluster_id = 1;
+   */
+  clusterId: string;
+
+  /**
+   * @generated from field: uint32 from_node_id = 2;
+   */
+  fromNodeId: number;
+
+  /**
+   * An encoded, unstamped ClusterCommand.
+   *
+   * @generated from field: bytes command = 3;
+   */
+  command: Uint8Array;
+};
+
+/**
+ * Describes the message hes.v1.ProposeRequest.
+ * Use `create(ProposeRequestSchema)` to create a new message.
+ */
+export const ProposeRequestSchema: GenMessage<ProposeRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 35);
+
+/**
+ * @generated from message hes.v1.ProposeResponse
+ */
+export type ProposeResponse = Message<"hes.v1.ProposeResponse"> & {
+  /**
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * @generated from field: uint64 term = 2;
+   */
+  term: bigint;
+};
+
+/**
+ * Describes the message hes.v1.ProposeResponse.
+ * Use `create(ProposeResponseSchema)` to create a new message.
+ */
+export const ProposeResponseSchema: GenMessage<ProposeResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_cluster, 36);
+
+/**
  * @generated from enum hes.v1.NodeState
  */
 export enum NodeState {
@@ -584,6 +1059,93 @@ export const ClusterAdminService: GenService<{
     input: typeof DeleteVolumeRequestSchema;
     output: typeof DeleteVolumeResponseSchema;
   },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.ResizeVolume
+   */
+  resizeVolume: {
+    methodKind: "unary";
+    input: typeof ResizeVolumeRequestSchema;
+    output: typeof ResizeVolumeResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.CloneVolume
+   */
+  cloneVolume: {
+    methodKind: "unary";
+    input: typeof CloneVolumeRequestSchema;
+    output: typeof CloneVolumeResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.CreateSnapshot
+   */
+  createSnapshot: {
+    methodKind: "unary";
+    input: typeof CreateSnapshotRequestSchema;
+    output: typeof CreateSnapshotResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.ListSnapshots
+   */
+  listSnapshots: {
+    methodKind: "unary";
+    input: typeof ListSnapshotsRequestSchema;
+    output: typeof ListSnapshotsResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.AddNode
+   */
+  addNode: {
+    methodKind: "unary";
+    input: typeof AddNodeRequestSchema;
+    output: typeof AddNodeResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.DrainNode
+   */
+  drainNode: {
+    methodKind: "unary";
+    input: typeof DrainNodeRequestSchema;
+    output: typeof DrainNodeResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.RemoveNode
+   */
+  removeNode: {
+    methodKind: "unary";
+    input: typeof RemoveNodeRequestSchema;
+    output: typeof RemoveNodeResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.ClusterAdminService.SetConfig
+   */
+  setConfig: {
+    methodKind: "unary";
+    input: typeof SetConfigRequestSchema;
+    output: typeof SetConfigResponseSchema;
+  },
 }> = /*@__PURE__*/
   serviceDesc(file_hes_v1_cluster, 0);
+
+/**
+ * @generated from service hes.v1.ClusterControlService
+ */
+export const ClusterControlService: GenService<{
+  /**
+   * @generated from rpc hes.v1.ClusterControlService.Propose
+   */
+  propose: {
+    methodKind: "unary";
+    input: typeof ProposeRequestSchema;
+    output: typeof ProposeResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_hes_v1_cluster, 1);
 
