@@ -100,6 +100,16 @@ export interface ViewOptions {
   readonly signal?: AbortSignal;
 }
 
+/** Options of {@link ExtentStore.exportChunk}. */
+export interface ExportOptions extends ViewOptions {
+  /** Only blocks changed after this seq (0: every written block). */
+  readonly sinceSeq?: number;
+  /** Start of the range to export (default 0). */
+  readonly offsetBytes?: number;
+  /** Length of the range (default: to the end of the chunk). */
+  readonly lengthBytes?: number;
+}
+
 /** A chunk's version: the highest epoch seen and the highest durable seq. */
 export interface ChunkVersion {
   readonly epoch: number;
@@ -703,14 +713,18 @@ export class ExtentStore {
    * changed after that seq. Memory is bounded by one piece; reads are verified (a bad block
    * ends the stream with HES_CORRUPTION). Reads the live head unless `snapshotId` is given:
    * blocks written meanwhile may appear with their new content, which a later catch-up from
-   * the reported version sends again.
+   * the reported version sends again. `offsetBytes`/`lengthBytes` limit it to a range (a remote
+   * copy asks for the chunk window by window, each its own request).
    */
   async *exportChunk(
     chunk: ChunkId,
-    options: ViewOptions & { readonly sinceSeq?: number } = {},
+    options: ExportOptions = {},
   ): AsyncGenerator<ChunkExportPiece> {
     checkChunkId(chunk);
     const sinceSeq = checkInteger(options.sinceSeq ?? 0, "sinceSeq", { min: 0 });
+    const startBytes = options.offsetBytes ?? 0;
+    const rangeBytes = options.lengthBytes ?? this.chunkSizeBytes - startBytes;
+    this.checkRange(startBytes, rangeBytes, this.chunkSizeBytes);
     const found = this.chunkOf(chunk);
     if (options.snapshotId !== undefined) this.checkPinned(chunk, found, options.snapshotId);
     if (found === undefined) return;
@@ -722,12 +736,13 @@ export class ExtentStore {
       durableSeq: pin?.durableSeq ?? index.durableSeq,
     };
     const blocksMax = EXPORT_PIECE_BYTES_MAX / BLOCK_SIZE_BYTES;
-    for (let block = 0; block < store.chunkBlocks; ) {
+    const endBlock = (startBytes + rangeBytes) / BLOCK_SIZE_BYTES;
+    for (let block = startBytes / BLOCK_SIZE_BYTES; block < endBlock; ) {
       throwIfAborted(options.signal, "chunk export");
       this.checkOpen();
       const pages = store.index.view(index, options.snapshotId);
       if (pages === undefined) return; // the snapshot or chunk went away
-      const run = nextExportRun(pages, block, store.chunkBlocks, sinceSeq, blocksMax);
+      const run = nextExportRun(pages, block, endBlock, sinceSeq, blocksMax);
       if (run === undefined) return;
       const offsetBytes = run.firstBlock * BLOCK_SIZE_BYTES;
       const lengthBytes = run.blockCount * BLOCK_SIZE_BYTES;

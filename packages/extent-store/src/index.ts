@@ -13,6 +13,7 @@ export {
   type ChunkRun,
   type ChunkVersion,
   type DiskStats,
+  type ExportOptions,
   ExtentStore,
   type ExtentStoreOptions,
   type ScrubReport,

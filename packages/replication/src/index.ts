@@ -61,6 +61,20 @@ export {
   SEQ_PER_EPOCH_MAX,
   volumeSeq,
 } from "./contracts.js";
+export * from "./dataplane/limits.js";
+export { checkEpoch, LocalReplica } from "./dataplane/local-replica.js";
+export {
+  RemoteReplica,
+  type RemoteReplicaOptions,
+  type RemoteReplicaStats,
+} from "./dataplane/remote-replica.js";
+export {
+  parseDataAddress,
+  ReplicaPool,
+  type ReplicaPoolOptions,
+} from "./dataplane/replica-pool.js";
+export { ChunkReplicaService, type ChunkReplicaServiceOptions } from "./dataplane/service.js";
+export { ReplicaFlag, ReplicaOp, type ReplicaOpName } from "./dataplane/wire.js";
 export * from "./limits.js";
 export {
   type ChooseReplicasRequest,
