@@ -1,7 +1,8 @@
 /**
- * @hes/blockdev: the in-process virtual disk. Today: the BlockDevice contract that exporters
- * (NBD) and volumes share, and MemoryBlockDevice, a sparse in-memory implementation for tests
- * and demos. The Volume itself arrives with issue 6 (see README).
+ * @hes/blockdev: the in-process virtual disk. The BlockDevice contract that exporters (NBD)
+ * and volumes share; `VolumeManager` (lifecycle through the cluster map) and `Volume` (the
+ * replicated data path: ordered fan-out to chunk replicas, quorum, fencing, seal/reconcile,
+ * snapshots, clones, diff, QoS); and MemoryBlockDevice, a sparse in-memory device for tests.
  */
 export type {
   AllocationExtent,
@@ -10,6 +11,8 @@ export type {
   WriteRequest,
   WriteZeroesRequest,
 } from "./block-device.js";
+export type { ChangedExtent } from "./geometry.js";
+export * as volumeLimits from "./limits.js";
 export {
   MEMORY_DEVICE_BLOCK_BYTES,
   MEMORY_DEVICE_LOGICAL_BLOCK_BYTES,
@@ -19,3 +22,20 @@ export {
   type MemoryBlockDeviceOptions,
   type MemoryBlockDeviceStats,
 } from "./memory-block-device.js";
+export type { QosLimits } from "./token-bucket.js";
+export {
+  type CompareAndWriteRequest,
+  type CopyRangeRequest,
+  type CopyRangeResult,
+  type FlattenJob,
+  type SpaceFigures,
+  Volume,
+} from "./volume.js";
+export {
+  type CreateVolumeOptions,
+  isLeaseLost,
+  type OpenVolumeOptions,
+  type VolumeInfo,
+  VolumeManager,
+  type VolumeManagerOptions,
+} from "./volume-manager.js";

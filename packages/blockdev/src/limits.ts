@@ -1,0 +1,64 @@
+/**
+ * Limits of the in-process volume. Every value carries its reason; relationships are asserted
+ * at load so a bad edit fails at import, not in production.
+ */
+import { assert } from "@hes/base";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Smallest addressable unit: guests with 512-byte sectors must work. */
+export const VOLUME_LOGICAL_BLOCK_BYTES = 512;
+/** The replicas' block: IO aligned to it avoids read-modify-write. */
+export const VOLUME_BLOCK_BYTES = 4 * KiB;
+/**
+ * Largest single request: NBD clients send at most 32 MiB; larger requests would pin that much
+ * memory per in-flight operation.
+ */
+export const VOLUME_REQUEST_BYTES_MAX = 32 * MiB;
+/**
+ * Largest piece sent to one replica in one call. The extent store accepts at most a quarter of
+ * its segment (256 KiB for the smallest 1 MiB segments), so pieces never exceed that.
+ */
+export const VOLUME_REPLICA_PIECE_BYTES = 256 * KiB;
+/**
+ * Operations admitted into one volume at once (reads and writes). Past it, callers wait
+ * (backpressure): memory per volume is bounded by this × the request size.
+ */
+export const VOLUME_INFLIGHT_OPS_MAX = 256;
+/** Callers queued behind a full in-flight window; past it, HES_BUSY rather than growth. */
+export const VOLUME_QUEUED_OPS_MAX = 4096;
+/**
+ * Per-replica deadline of one call (DESIGN: ≤ 2 s): a hung replica is reported and left out
+ * instead of stalling the guest for the failure detector's whole window.
+ */
+export const VOLUME_REPLICA_DEADLINE_MS_DEFAULT = 2000;
+export const VOLUME_REPLICA_DEADLINE_MS_MAX = 2000;
+/** Chunks whose seal/reconcile state one open volume remembers (one entry per touched chunk). */
+export const VOLUME_TOUCHED_CHUNKS_MAX = 1 << 20;
+/** QoS buckets hold at most this many seconds of credit: a bounded burst after idling. */
+export const QOS_BURST_SECONDS = 1;
+
+assert(VOLUME_BLOCK_BYTES % VOLUME_LOGICAL_BLOCK_BYTES === 0, "blocks hold whole sectors");
+assert(VOLUME_REPLICA_PIECE_BYTES % VOLUME_BLOCK_BYTES === 0, "pieces hold whole blocks");
+assert(VOLUME_REQUEST_BYTES_MAX % VOLUME_BLOCK_BYTES === 0, "requests end on a block");
+assert(
+  VOLUME_REPLICA_DEADLINE_MS_DEFAULT <= VOLUME_REPLICA_DEADLINE_MS_MAX,
+  "the default deadline keeps the DESIGN bound",
+);
+assert(VOLUME_INFLIGHT_OPS_MAX <= VOLUME_QUEUED_OPS_MAX, "the queue can hold a full window");
+
+/**
+ * Seqs an owner may issue while one of its mutations is still unanswered: every operation takes
+ * at most 4 seqs (a partial head, a partial tail, the body; a repair or a chunk reconcile takes
+ * one), and at most VOLUME_INFLIGHT_OPS_MAX operations plus 64 chunk preparations run at once.
+ * Reconcile compares only blocks changed after (highest seq − this): older writes had all
+ * completed, and completed writes are on every in-sync replica.
+ */
+export const VOLUME_RECONCILE_SEQ_WINDOW = 4 * (VOLUME_INFLIGHT_OPS_MAX + 64) * 2;
+/** The lease is renewed (a new epoch) this many seqs before the epoch's counter runs out. */
+export const VOLUME_SEQ_RENEW_MARGIN = 1 << 20;
+assert(
+  VOLUME_SEQ_RENEW_MARGIN > VOLUME_RECONCILE_SEQ_WINDOW,
+  "renewal leaves room for in-flight ops",
+);
