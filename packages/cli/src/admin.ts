@@ -5,7 +5,7 @@
  */
 import type * as grpc from "@grpc/grpc-js";
 import { grpcChannelCredentials, loadHostConfig, loadTlsMaterial } from "@hes/host";
-import { ClusterAdminService, createClient, type ServiceClientOf } from "@hes/proto";
+import { ClusterAdminService, createClient, HostService, type ServiceClientOf } from "@hes/proto";
 import { UsageError } from "./units.js";
 
 export interface AdminTarget {
@@ -51,17 +51,34 @@ export async function resolveAdminTarget(
   return { address, credentials: grpcChannelCredentials(material) };
 }
 
+function clientOptions(target: AdminTarget) {
+  // Node certificates name localhost and 127.0.0.1; an IP as the TLS server name is not
+  // allowed (RFC 6066), so the name checked against the certificate is localhost.
+  const isIp = /^\d+\.\d+\.\d+\.\d+:/.test(target.address);
+  return {
+    credentials: target.credentials,
+    ...(isIp ? { channelOptions: { "grpc.ssl_target_name_override": "localhost" } } : {}),
+  };
+}
+
+/** Calls `run` with a HostService client of the node at `target`, then closes it. */
+export async function withHostService<T>(
+  target: AdminTarget,
+  run: (client: ServiceClientOf<typeof HostService>) => Promise<T>,
+): Promise<T> {
+  const client = createClient(HostService, target.address, clientOptions(target));
+  try {
+    return await run(client);
+  } finally {
+    client.close();
+  }
+}
+
 export async function withAdmin<T>(
   target: AdminTarget,
   run: (admin: AdminClient) => Promise<T>,
 ): Promise<T> {
-  // Node certificates name localhost and 127.0.0.1; an IP as the TLS server name is not
-  // allowed (RFC 6066), so the name checked against the certificate is localhost.
-  const isIp = /^\d+\.\d+\.\d+\.\d+:/.test(target.address);
-  const admin = createClient(ClusterAdminService, target.address, {
-    credentials: target.credentials,
-    ...(isIp ? { channelOptions: { "grpc.ssl_target_name_override": "localhost" } } : {}),
-  });
+  const admin = createClient(ClusterAdminService, target.address, clientOptions(target));
   try {
     return await run(admin);
   } finally {

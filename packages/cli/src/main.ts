@@ -5,7 +5,7 @@
  */
 import { HesError, isHesError } from "@hes/base";
 import { Command, CommanderError, Option } from "commander";
-import { type AdminTarget, resolveAdminTarget, withAdmin } from "./admin.js";
+import { type AdminTarget, resolveAdminTarget, withAdmin, withHostService } from "./admin.js";
 import {
   EXIT_FAILURE,
   EXIT_OK,
@@ -14,7 +14,7 @@ import {
   NEXT_STEP_BY_HES_CODE,
 } from "./exit-codes.js";
 import { nodeStart } from "./node-start.js";
-import { printStatus, printVolume, printVolumes } from "./output.js";
+import { printSnapshots, printStatus, printVolume, printVolumes } from "./output.js";
 import { parseInteger, parseName, parseNodeId, parseSize, UsageError } from "./units.js";
 
 /** Where the CLI writes; tests pass their own. */
@@ -43,10 +43,14 @@ function connectionOptions(command: Command): Command {
 }
 
 function notYet(what: string): never {
-  throw new HesError(
-    "HES_UNSUPPORTED",
-    `${what} is not in this build's admin API yet (only status and volume create/ls/stat/rm are)`,
-  );
+  throw new HesError("HES_UNSUPPORTED", `${what} is not in this build's admin API yet`);
+}
+
+function checkAddress(text: string, flag: string): string {
+  if (!/^[A-Za-z0-9.-]+:\d{1,5}$/.test(text)) {
+    throw new UsageError(`${flag}: ${JSON.stringify(text)}: write HOST:PORT`);
+  }
+  return text;
 }
 
 export function buildProgram(io: CliIo, exit: { code: number }): Command {
@@ -102,15 +106,45 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .action(async (opts) => {
       exit.code = await nodeStart(opts, io);
     });
-  for (const verb of ["drain", "remove"] as const) {
-    connectionOptions(node.command(verb).argument("<id>", "node id")).action(async (id) => {
-      parseNodeId(id);
-      notYet(`hes node ${verb}`);
+  connectionOptions(node.command("drain").argument("<id>", "node id"))
+    .option("--cancel", "stop draining")
+    .action(async (id, o) => {
+      const nodeId = parseNodeId(id);
+      await withAdmin(await target(o), async (admin) => {
+        await admin.drainNode({ nodeId, cancel: !!o.cancel }, { deadlineMs: 15_000 });
+        const what = o.cancel ? "no longer draining" : "draining: its chunks move to other nodes";
+        io.out(
+          o.json
+            ? `${JSON.stringify({ nodeId, draining: !o.cancel })}\n`
+            : `node ${nodeId} ${what}\n`,
+        );
+      });
     });
-  }
-  connectionOptions(node.command("add").description("add a node to the cluster")).action(() =>
-    notYet("hes node add"),
-  );
+  connectionOptions(node.command("remove").argument("<id>", "node id")).action(async (id, o) => {
+    const nodeId = parseNodeId(id);
+    await withAdmin(await target(o), async (admin) => {
+      await admin.removeNode({ nodeId }, { deadlineMs: 15_000 });
+      io.out(o.json ? `${JSON.stringify({ removed: nodeId })}\n` : `node ${nodeId} removed\n`);
+    });
+  });
+  connectionOptions(node.command("add").description("register a new node (then start it)"))
+    .requiredOption("--id <id>", "the new node's id")
+    .requiredOption("--control <host:port>", "its control address")
+    .requiredOption("--data <host:port>", "its data-plane address")
+    .option("--failure-domain <name>", "rack or host group (default host-ID)")
+    .action(async (o) => {
+      const nodeId = parseNodeId(o.id, "--id");
+      const request = {
+        nodeId,
+        controlAddress: checkAddress(o.control, "--control"),
+        dataAddress: checkAddress(o.data, "--data"),
+        failureDomain: o.failureDomain ?? `host-${nodeId}`,
+      };
+      await withAdmin(await target(o), async (admin) => {
+        await admin.addNode(request, { deadlineMs: 15_000 });
+        io.out(o.json ? `${JSON.stringify(request)}\n` : `node ${nodeId} added\n`);
+      });
+    });
 
   connectionOptions(program.command("status").description("cluster health")).action(async (o) => {
     await withAdmin(await target(o), async (admin) => {
@@ -157,43 +191,100 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     });
   });
   connectionOptions(volume.command("resize").argument("<name>"))
-    .requiredOption("--size <size>")
-    .action((name, o) => {
-      parseName(name, "NAME");
-      parseSize(o.size, "--size");
-      notYet("hes volume resize");
+    .requiredOption("--size <size>", "the new size, e.g. 20GiB")
+    .option("--allow-shrink", "allow a smaller size (data past it is lost)")
+    .action(async (name, o) => {
+      const request = {
+        name: parseName(name, "NAME"),
+        sizeBytes: BigInt(parseSize(o.size, "--size")),
+        allowShrink: !!o.allowShrink,
+      };
+      await withAdmin(await target(o), async (admin) => {
+        const { volume: resized } = await admin.resizeVolume(request, { deadlineMs: 15_000 });
+        printVolume(io, resized, !!o.json);
+      });
     });
   connectionOptions(volume.command("clone").argument("<source>").argument("<name>"))
-    .option("--snapshot <snap>")
-    .action((source, name) => {
-      parseName(source, "SOURCE");
-      parseName(name, "NAME");
-      notYet("hes volume clone");
+    .requiredOption("--snapshot <snap>", "the source's snapshot to clone from")
+    .action(async (source, name, o) => {
+      const request = {
+        sourceName: parseName(source, "SOURCE"),
+        snapshotName: parseName(o.snapshot, "--snapshot"),
+        name: parseName(name, "NAME"),
+      };
+      await withAdmin(await target(o), async (admin) => {
+        const { volume: cloned } = await admin.cloneVolume(request, { deadlineMs: 15_000 });
+        printVolume(io, cloned, !!o.json);
+      });
     });
 
   const snapshot = program.command("snapshot").description("snapshots");
-  for (const verb of ["create", "rm", "rollback"] as const) {
-    connectionOptions(snapshot.command(verb).argument("<volume>").argument("<snapshot>")).action(
-      (volumeName, snap) => {
-        parseName(volumeName, "VOLUME");
-        parseName(snap, "SNAPSHOT");
-        notYet(`hes snapshot ${verb}`);
-      },
-    );
-  }
-  connectionOptions(snapshot.command("ls").argument("<volume>")).action((volumeName) => {
+  connectionOptions(snapshot.command("create").argument("<volume>").argument("<snapshot>")).action(
+    async (volumeName, snap, o) => {
+      const request = {
+        volumeName: parseName(volumeName, "VOLUME"),
+        name: parseName(snap, "SNAPSHOT"),
+      };
+      await withAdmin(await target(o), async (admin) => {
+        const { snapshot: made } = await admin.createSnapshot(request, { deadlineMs: 15_000 });
+        printSnapshots(io, made === undefined ? [] : [made], !!o.json);
+      });
+    },
+  );
+  connectionOptions(snapshot.command("rm").argument("<volume>").argument("<snapshot>")).action(
+    async (volumeName, snap, o) => {
+      const request = {
+        volumeName: parseName(volumeName, "VOLUME"),
+        name: parseName(snap, "SNAPSHOT"),
+      };
+      await withAdmin(await target(o), async (admin) => {
+        await admin.deleteSnapshot(request, { deadlineMs: 15_000 });
+        io.out(o.json ? `${JSON.stringify({ deleted: request })}\n` : `deleted ${snap}\n`);
+      });
+    },
+  );
+  connectionOptions(snapshot.command("ls").argument("<volume>")).action(async (volumeName, o) => {
+    const request = { volumeName: parseName(volumeName, "VOLUME") };
+    await withAdmin(await target(o), async (admin) => {
+      const { snapshots } = await admin.listSnapshots(request, { deadlineMs: 15_000 });
+      printSnapshots(io, snapshots, !!o.json);
+    });
+  });
+  connectionOptions(
+    snapshot.command("rollback").argument("<volume>").argument("<snapshot>"),
+  ).action((volumeName, snap) => {
     parseName(volumeName, "VOLUME");
-    notYet("hes snapshot ls");
+    parseName(snap, "SNAPSHOT");
+    notYet("hes snapshot rollback (a Volume call on the owning host; no admin RPC yet)");
   });
 
   connectionOptions(program.command("export").argument("<name>"))
-    .requiredOption("--nbd <target>", "unix:PATH or tcp:HOST:PORT")
-    .action((name, o) => {
-      parseName(name, "NAME");
-      parseNbdTarget(o.nbd);
-      notYet("hes export (asking a running node to export)");
+    .description("serve a volume over NBD from the node that --config/--endpoint names")
+    .requiredOption("--nbd <target>", "unix:PATH or tcp:127.0.0.1:PORT (on that node)")
+    .option("--takeover", "take the volume over if another host has it open")
+    .action(async (name, o) => {
+      const request = {
+        name: parseName(name, "NAME"),
+        nbdTarget: formatNbdTarget(parseNbdTarget(o.nbd)),
+        takeover: !!o.takeover,
+      };
+      const found = await target(o);
+      const { address } = await withHostService(found, (client) =>
+        client.exportVolume(request, { deadlineMs: 30_000 }),
+      );
+      io.out(
+        o.json ? `${JSON.stringify({ name, address })}\n` : `${name} exported at ${address}\n`,
+      );
+      const path = address.startsWith("unix:") ? address.slice(5) : undefined;
+      if (!o.json && path !== undefined) {
+        io.out(`  qemu: -drive file=nbd+unix:///${name}?socket=${path},format=raw\n`);
+      }
     });
   return program;
+}
+
+function formatNbdTarget(target: { unix: string } | { tcp: string }): string {
+  return "unix" in target ? `unix:${target.unix}` : `tcp:${target.tcp}`;
 }
 
 export function parseNbdTarget(text: string): { unix: string } | { tcp: string } {

@@ -4,7 +4,6 @@
  */
 import { join, resolve } from "node:path";
 import {
-  type HostComponents,
   type HostConfig,
   type HostPort,
   loadHostConfig,
@@ -87,15 +86,6 @@ function configFromFlags(flags: StartFlags): HostConfig {
   return validateHostConfig(JSON.parse(JSON.stringify(raw)), process.cwd());
 }
 
-/**
- * The components this build composes. The Raft member, the replica service and the volume
- * come from @hes/replication and @hes/blockdev as they land; until then the node runs its
- * store, control server (no admin service), data plane and metrics, and says so.
- */
-function components(): HostComponents {
-  return {};
-}
-
 export async function nodeStart(flags: StartFlags, io: CliIo): Promise<number> {
   const configPath = flags.config ?? (flags.id === undefined ? io.env.HES_CONFIG : undefined);
   const config =
@@ -104,7 +94,7 @@ export async function nodeStart(flags: StartFlags, io: CliIo): Promise<number> {
       : configFromFlags(flags);
   const { Host } = await import("@hes/host");
   const logger = pino({ level: io.env.HES_LOG_LEVEL ?? "info" }, pino.destination(2));
-  const host = await Host.start(config, { logger, components: components() });
+  const host = await Host.start(config, { logger });
   const status = host.status();
   io.out(
     `node ${status.nodeId} up: control ${status.control}, data ${status.data}, metrics ` +

@@ -7,6 +7,9 @@ import {
   type ClusterStatus,
   ClusterStatusSchema,
   NodeState,
+  type PlacementSummary,
+  type SnapshotInfo,
+  SnapshotInfoSchema,
   type VolumeInfo,
   VolumeInfoSchema,
 } from "@hes/proto";
@@ -56,22 +59,27 @@ export function printStatus(io: CliIo, status: ClusterStatus | undefined, json: 
   io.out(`volumes ${status.volumes.length}\n`);
   for (const v of status.volumes) io.out(`  ${volumeLine(v)}\n`);
   if (placement !== undefined) {
-    const degraded = Number(placement.chunksDegraded);
-    const filling = Number(placement.replicasFilling);
-    const state = filling > 0 ? "rebuilding" : degraded > 0 ? "degraded" : "in sync";
-    io.out(`replicas ${state}: ${placement.chunksPlaced} chunks, ${degraded} degraded\n`);
-    if (filling > 0) {
-      const done = Number(placement.fillBytesDone);
-      const total = Number(placement.fillBytesTotal);
-      io.out(`  rebuild ${progressBar(done, total)} (${filling} replicas filling)\n`);
-    }
+    io.out(`replicas ${replicaHealth(placement)}: ${placement.chunksPlaced} chunks placed\n`);
   }
+}
+
+/** "in sync", "degraded (N chunks)" or "rebuilding [bar]" from a placement summary. */
+export function replicaHealth(p: PlacementSummary | undefined): string {
+  if (p === undefined) return "in sync";
+  const filling = Number(p.replicasFilling);
+  if (filling > 0) {
+    const bar = progressBar(Number(p.fillBytesDone), Number(p.fillBytesTotal));
+    return `rebuilding ${bar} (${filling} replicas)`;
+  }
+  const degraded = Number(p.chunksDegraded);
+  return degraded > 0 ? `degraded (${degraded} of ${p.chunksPlaced} chunks)` : "in sync";
 }
 
 function volumeLine(v: VolumeInfo): string {
   const owner = v.ownerNodeId === 0 ? "not open" : `open on node ${v.ownerNodeId}`;
   const size = formatSize(Number(v.sizeBytes));
-  return `${v.name.padEnd(20)} ${size.padStart(10)}  ×${v.replicas}  ${owner}`;
+  const health = replicaHealth(v.health);
+  return `${v.name.padEnd(20)} ${size.padStart(10)}  ×${v.replicas}  ${owner.padEnd(16)} ${health}`;
 }
 
 export function printVolume(io: CliIo, volume: VolumeInfo | undefined, json: boolean): void {
@@ -93,4 +101,16 @@ export function printVolumes(io: CliIo, volumes: readonly VolumeInfo[], json: bo
   if (volumes.length === 0)
     io.out("no volumes (create one: hes volume create NAME --size 10GiB)\n");
   for (const v of volumes) io.out(`${volumeLine(v)}\n`);
+}
+
+export function printSnapshots(io: CliIo, snapshots: readonly SnapshotInfo[], json: boolean): void {
+  if (json) {
+    io.out(`${JSON.stringify(snapshots.map((s) => toJson(SnapshotInfoSchema, s)))}\n`);
+    return;
+  }
+  if (snapshots.length === 0) io.out("no snapshots\n");
+  for (const s of snapshots) {
+    const when = new Date(Number(s.createdAtMs)).toISOString();
+    io.out(`${s.name.padEnd(24)} id ${s.snapshotId}  ${when}\n`);
+  }
 }

@@ -103,6 +103,24 @@ test("cluster init writes a cluster; a second init into it is refused with exit 
   }
 });
 
+/** Runs the bin without blocking this process's event loop. */
+function hesAsync(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [...nodeArgs, ...args], {
+      env: { ...process.env, HES_CONFIG: "" },
+    });
+    let out = "";
+    let err = "";
+    c.stdout.on("data", (d: Buffer) => {
+      out += d;
+    });
+    c.stderr.on("data", (d: Buffer) => {
+      err += d;
+    });
+    c.on("exit", (code) => resolve({ code, out, err }));
+  });
+}
+
 /** Waits (bounded) until `child` printed a line matching `pattern`. */
 function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -143,20 +161,62 @@ test("node start runs a node over mTLS until SIGTERM; the CLI reaches it with it
   try {
     const up = await waitForOutput(child, /node 1 up: control 127\.0\.0\.1:\d+/, 30_000);
     const metrics = /metrics (127\.0\.0\.1:\d+)/.exec(up)?.[1];
-    const health = await fetch(`http://${metrics}/healthz`);
-    assert.equal(health.status, 200);
-    // The node answers over mutual TLS; its admin service arrives with the Raft runtime, so
-    // today the call gets UNIMPLEMENTED → HES_UNSUPPORTED → exit 29, not a connection error.
-    const status = await new Promise<{ code: number | null; err: string }>((resolve) => {
-      const c = spawn(process.execPath, [...nodeArgs, "status", "--config", config]);
-      let err = "";
-      c.stderr.on("data", (d: Buffer) => {
-        err += d;
-      });
-      c.on("exit", (code) => resolve({ code, err }));
-    });
-    assert.equal(status.code, 29, status.err);
+    // The CLI reaches the one-node cluster over mutual TLS with the node's own config; a
+    // bounded wait covers the election and the map's bootstrap.
+    let status = { code: -1 as number | null, out: "", err: "" };
+    for (let attempt = 0; attempt < 60; attempt++) {
+      status = await hesAsync(["status", "--json", "--config", config]);
+      if (status.code === 0 && JSON.parse(status.out).leaderId === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    assert.equal(status.code, 0, status.err);
+    assert.equal(JSON.parse(status.out).leaderId, 1);
     assert.doesNotMatch(status.err, /DEP0123/);
+    const health = await fetch(`http://${metrics}/healthz`);
+    assert.equal(health.status, 200, "healthy once a leader is known");
+    const created = await hesAsync([
+      "volume",
+      "create",
+      "vm-1",
+      "--size",
+      "64MiB",
+      "--replicas",
+      "1",
+      "--config",
+      config,
+    ]);
+    assert.equal(created.code, 0, created.err);
+    assert.match(created.out, /vm-1\s+64 MiB\s+×1\s+not open/);
+    const again = await hesAsync([
+      "volume",
+      "create",
+      "vm-1",
+      "--size",
+      "64MiB",
+      "--replicas",
+      "1",
+      "--config",
+      config,
+    ]);
+    assert.equal(again.code, 12, again.err);
+    const missing = await hesAsync(["volume", "stat", "nope", "--config", config]);
+    assert.equal(missing.code, 11, missing.err);
+    assert.match(missing.err, /next: check the name with `hes volume ls`/);
+    const socket = join(root, "vm-1.sock");
+    const exported = await hesAsync([
+      "export",
+      "vm-1",
+      "--nbd",
+      `unix:${socket}`,
+      "--config",
+      config,
+    ]);
+    assert.equal(exported.code, 0, exported.err);
+    assert.match(exported.out, /vm-1 exported at unix:/);
+    const snap = await hesAsync(["snapshot", "create", "vm-1", "s1", "--config", config]);
+    assert.equal(snap.code, 0, snap.err);
+    const listed = await hesAsync(["snapshot", "ls", "vm-1", "--json", "--config", config]);
+    assert.equal(JSON.parse(listed.out)[0].name, "s1");
     const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
     child.kill("SIGTERM");
     assert.equal(await exited, 0);

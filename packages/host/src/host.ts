@@ -16,9 +16,17 @@ import type * as grpc from "@grpc/grpc-js";
 import { HesError, type Logger, nullLogger } from "@hes/base";
 import type { BlockDevice } from "@hes/blockdev";
 import { ExtentStore, FileDisk, type StoreDisk } from "@hes/extent-store";
-import { NbdServer } from "@hes/nbd";
-import { bindServer, createServer, type FrameHandler, FrameServer } from "@hes/proto";
+import { isLoopbackHost, NbdServer } from "@hes/nbd";
+import {
+  addService,
+  bindServer,
+  createServer,
+  type FrameHandler,
+  FrameServer,
+  HostService,
+} from "@hes/proto";
 import type { ClusterControl } from "@hes/replication";
+import { clusterComponents } from "./compose.js";
 import { formatHostPort, type HostConfig, type HostPort, validateHostConfig } from "./config.js";
 import { EXPORTS_MAX, OPEN_VOLUMES_MAX, STOP_DRAIN_MS } from "./limits.js";
 import { HostMetrics, type MemberGauges, MetricsServer, meteredDevice } from "./metrics.js";
@@ -123,7 +131,7 @@ export class Host {
   static async start(config: HostConfig, options: HostOptions = {}): Promise<Host> {
     const checked = validateHostConfig(JSON.parse(JSON.stringify(config)), process.cwd());
     const logger = (options.logger ?? nullLogger).child({ node: checked.nodeId });
-    const components = options.components ?? {};
+    const components = options.components ?? clusterComponents();
     const undo: (() => Promise<void>)[] = [];
     try {
       const tls = checked.tls === undefined ? undefined : await loadTlsMaterial(checked.tls);
@@ -145,6 +153,8 @@ export class Host {
       };
       const member = await components.startMember?.(context);
       if (member !== undefined) undo.push(() => member.stop());
+      const hostRef: { current?: Host } = {};
+      addService(grpcServer, HostService, hostService(hostRef), { logger });
       const controlPort = await bindServer(
         grpcServer,
         formatHostPort(checked.listen.control),
@@ -164,6 +174,7 @@ export class Host {
         control: { host: checked.listen.control.host, port: controlPort },
         data,
       });
+      hostRef.current = host;
       if (checked.listen.metrics !== undefined) {
         metricsServer = await MetricsServer.listen(
           checked.listen.metrics,
@@ -215,9 +226,13 @@ export class Host {
   }
 
   /** Opens (if needed) and exports a volume over NBD; resolves with the bound address. */
-  async export(name: string, target: ExportTarget): Promise<string> {
+  async export(
+    name: string,
+    target: ExportTarget,
+    options: { takeover?: boolean } = {},
+  ): Promise<string> {
     this.assertRunning();
-    await this.openVolume(name);
+    await this.openVolume(name, options);
     const entry = this.volumes.get(name);
     if (entry === undefined) throw new HesError("HES_CLOSED", `volume ${name} closed meanwhile`);
     if (entry.exportAddress !== undefined) {
@@ -379,4 +394,40 @@ function shutdownGrpc(server: grpc.Server): Promise<void> {
   return new Promise((resolve) => {
     server.tryShutdown(() => resolve());
   });
+}
+
+/** Parses an NBD target as the CLI writes it: "unix:PATH" or "tcp:HOST:PORT". */
+export function parseExportTarget(text: string): ExportTarget {
+  if (text.startsWith("unix:") && text.length > 5) return { unix: text.slice(5) };
+  if (/^tcp:[A-Za-z0-9.-]+:\d{1,5}$/.test(text)) return { tcp: text.slice(4) };
+  throw new HesError(
+    "HES_INVALID_ARGUMENT",
+    `nbd target ${JSON.stringify(text)}: write unix:PATH or tcp:HOST:PORT`,
+  );
+}
+
+/** The HostService implementation: exports over RPC are unix sockets or loopback TCP only. */
+function hostService(ref: { current?: Host }) {
+  const host = (): Host => {
+    if (ref.current === undefined) throw new HesError("HES_UNAVAILABLE", "the host is starting");
+    return ref.current;
+  };
+  return {
+    async exportVolume(request: { name: string; nbdTarget: string; takeover: boolean }) {
+      const target = parseExportTarget(request.nbdTarget);
+      if ("tcp" in target && !isLoopbackHost(target.tcp.slice(0, target.tcp.lastIndexOf(":")))) {
+        throw new HesError(
+          "HES_PERMISSION_DENIED",
+          "TCP exports requested over RPC must be on loopback (TLS exports: embed @hes/host)",
+        );
+      }
+      if (request.name === "") throw new HesError("HES_INVALID_ARGUMENT", "name is empty");
+      const address = await host().export(request.name, target, { takeover: request.takeover });
+      return { address };
+    },
+    async unexportVolume(request: { name: string }) {
+      await host().closeVolume(request.name);
+      return {};
+    },
+  };
 }

@@ -9,6 +9,7 @@ export {
   issueNodeCertificate,
   type NodeCertificateSubject,
 } from "./certs.js";
+export { clusterComponents } from "./compose.js";
 export {
   type DiskConfig,
   formatHostPort,
@@ -30,6 +31,7 @@ export {
   type HostOptions,
   type HostStatus,
   type OpenedVolume,
+  parseExportTarget,
 } from "./host.js";
 export {
   CLUSTER_FILE,

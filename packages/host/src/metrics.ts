@@ -25,6 +25,9 @@ export interface MemberGauges {
   readonly term: number;
   readonly commitIndex: number;
   readonly leaderId: number;
+  readonly rebuildBytesDone?: number;
+  readonly rebuildBytesTotal?: number;
+  readonly replicasFilling?: number;
 }
 
 export class HostMetrics {
@@ -40,7 +43,7 @@ export class HostMetrics {
   readonly raftLeader: Gauge;
   readonly rebuildBytesDone: Gauge;
   readonly rebuildBytesTotal: Gauge;
-  readonly replicasNotInSync: Gauge;
+  readonly replicasFilling: Gauge;
   readonly volumesOpen: Gauge;
 
   constructor(nodeId: number) {
@@ -96,7 +99,7 @@ export class HostMetrics {
       "hes_rebuild_bytes_total",
       "Bytes to copy by replica fills in progress",
     );
-    this.replicasNotInSync = gauge("hes_replicas_not_in_sync", "Replicas on this node not in sync");
+    this.replicasFilling = gauge("hes_replicas_filling", "Replicas being rebuilt or caught up");
     this.volumesOpen = gauge("hes_volumes_open", "Volumes open on this host");
   }
 
@@ -122,6 +125,9 @@ export class HostMetrics {
     this.raftTerm.set(gauges?.term ?? 0);
     this.raftCommitIndex.set(gauges?.commitIndex ?? 0);
     this.raftLeader.set(gauges?.leaderId ?? 0);
+    this.rebuildBytesDone.set(gauges?.rebuildBytesDone ?? 0);
+    this.rebuildBytesTotal.set(gauges?.rebuildBytesTotal ?? 0);
+    this.replicasFilling.set(gauges?.replicasFilling ?? 0);
   }
 }
 
