@@ -28,7 +28,7 @@ import {
 import type { ClusterControl } from "@hes/replication";
 import { clusterComponents } from "./compose.js";
 import { formatHostPort, type HostConfig, type HostPort, validateHostConfig } from "./config.js";
-import { EXPORTS_MAX, OPEN_VOLUMES_MAX, STOP_DRAIN_MS } from "./limits.js";
+import { EXPORTS_MAX, GRPC_SHUTDOWN_GRACE_MS, OPEN_VOLUMES_MAX, STOP_DRAIN_MS } from "./limits.js";
 import { HostMetrics, type MemberGauges, MetricsServer, meteredDevice } from "./metrics.js";
 import {
   dataPlaneServerTls,
@@ -390,9 +390,20 @@ async function openStore(config: HostConfig, logger: Logger): Promise<ExtentStor
   });
 }
 
+/**
+ * Graceful shutdown waits for every call to end, and peers' Raft streams into this server only
+ * end when those peers stop: after a short grace the remaining calls are cancelled.
+ */
 function shutdownGrpc(server: grpc.Server): Promise<void> {
   return new Promise((resolve) => {
-    server.tryShutdown(() => resolve());
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, GRPC_SHUTDOWN_GRACE_MS);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
 }
 

@@ -21,6 +21,8 @@ export const OPEN_VOLUMES_MAX = 256;
 export const EXPORTS_MAX = OPEN_VOLUMES_MAX;
 /** How long stop() lets in-flight NBD requests finish before it fails them. */
 export const STOP_DRAIN_MS = 5_000;
+/** How long stop() lets gRPC calls end by themselves; peers' Raft streams never do. */
+export const GRPC_SHUTDOWN_GRACE_MS = 1_000;
 /** Concurrent HTTP connections to the metrics endpoint (scrapers are few). */
 export const METRICS_CONNECTIONS_MAX = 64;
 
