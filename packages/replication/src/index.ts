@@ -64,6 +64,14 @@ export {
 export * from "./dataplane/limits.js";
 export { checkEpoch, LocalReplica } from "./dataplane/local-replica.js";
 export {
+  Mover,
+  type MoverChunkResult,
+  type MoverOptions,
+  type MoverStats,
+  subtractRuns,
+} from "./dataplane/mover.js";
+export { RateLimiter } from "./dataplane/rate-limiter.js";
+export {
   RemoteReplica,
   type RemoteReplicaOptions,
   type RemoteReplicaStats,
@@ -73,6 +81,7 @@ export {
   ReplicaPool,
   type ReplicaPoolOptions,
 } from "./dataplane/replica-pool.js";
+export { Scrubber, type ScrubberOptions, type ScrubStats } from "./dataplane/scrubber.js";
 export { ChunkReplicaService, type ChunkReplicaServiceOptions } from "./dataplane/service.js";
 export { ReplicaFlag, ReplicaOp, type ReplicaOpName } from "./dataplane/wire.js";
 export * from "./limits.js";

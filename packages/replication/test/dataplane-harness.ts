@@ -6,6 +6,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Clock, systemClock } from "@hes/base";
 import { ExtentStore, FileDisk } from "@hes/extent-store";
 import {
   ChunkReplicaService,
@@ -39,8 +40,18 @@ export async function openStore(dir: string, format: boolean): Promise<ExtentSto
   });
 }
 
+/** Wall clock of the map, with an offset tests move forward (grace periods). */
+export class ShiftedClock implements Clock {
+  offsetMs = 0;
+  nowMs = () => systemClock.nowMs() + this.offsetMs;
+  wallMs = () => systemClock.wallMs() + this.offsetMs;
+  setTimer = (delayMs: number, callback: () => void) => systemClock.setTimer(delayMs, callback);
+  sleep = (delayMs: number, signal?: AbortSignal) => systemClock.sleep(delayMs, signal);
+}
+
 export class TestCluster {
-  readonly cluster = new DirectCluster();
+  readonly clock = new ShiftedClock();
+  readonly cluster = new DirectCluster(this.clock);
   readonly nodes: TestNode[] = [];
   constructor(readonly root: string) {}
 
@@ -78,6 +89,28 @@ export class TestCluster {
     });
   }
 
+  /** A new node (id = count + 1, its own failure domain), serving and known to the map. */
+  async addNode(client?: ReplicaPoolOptions["client"]): Promise<TestNode> {
+    const nodeId = this.nodes.length + 1;
+    const dir = join(this.root, `node-${nodeId}`);
+    await mkdirp(dir);
+    const store = await openStore(dir, true);
+    const node = { nodeId, dir, store, port: 0 } as TestNode;
+    await this.serve(node, 0, client);
+    this.nodes.push(node);
+    this.cluster.apply({
+      kind: "addNode",
+      fields: {
+        nodeId,
+        controlAddress: "127.0.0.1:1",
+        dataAddress: `127.0.0.1:${node.port}`,
+        failureDomain: `d${nodeId}`,
+        disks: [{ diskId: `disk-${nodeId}`, path: dir, capacityBytes: 128 * MiB }],
+      },
+    });
+    return node;
+  }
+
   local(nodeId: number): LocalReplica {
     const node = this.node(nodeId);
     return new LocalReplica(nodeId, node.store);
@@ -109,33 +142,16 @@ export async function startNodes(
   const root = await mkdtemp(join(tmpdir(), "hes-dataplane-"));
   const t = new TestCluster(root);
   t.cluster.apply({ kind: "initCluster", fields: { clusterId: "t", gracePeriodMs: 30_000 } });
-  for (let nodeId = 1; nodeId <= count; nodeId++) {
-    const dir = join(root, `node-${nodeId}`);
-    await mkdirp(dir);
-    const store = await openStore(dir, true);
-    const node = { nodeId, dir, store, port: 0 } as TestNode;
-    await t.serve(node, 0, client);
-    t.nodes.push(node);
-    t.cluster.apply({
-      kind: "addNode",
-      fields: {
-        nodeId,
-        controlAddress: `127.0.0.1:1`,
-        dataAddress: `127.0.0.1:${node.port}`,
-        failureDomain: `d${nodeId}`,
-        disks: [{ diskId: `disk-${nodeId}`, path: dir, capacityBytes: 128 * MiB }],
-      },
-    });
-  }
+  for (let i = 0; i < count; i++) await t.addNode(client);
   return t;
 }
 
 /** Deterministic bytes for a block range (seeded by a number). */
 export function pattern(bytes: number, seed: number): Uint8Array {
   const out = new Uint8Array(bytes);
-  let x = seed * 2654435761 + 1;
+  let x = (Math.imul(seed, 2654435761) + 1) >>> 0;
   for (let i = 0; i < bytes; i += 4) {
-    x = (x * 1103515245 + 12345) >>> 0;
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
     out[i] = x & 0xff;
     out[i + 1] = (x >>> 8) & 0xff;
     out[i + 2] = (x >>> 16) & 0xff;

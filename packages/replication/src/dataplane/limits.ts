@@ -59,6 +59,19 @@ export const REPLICA_CLIENT_INFLIGHT_MAX = 64;
 export const MOVER_CHUNKS_IN_FLIGHT_DEFAULT = 2;
 export const MOVER_CHUNKS_IN_FLIGHT_MAX = 64;
 
+/** Data bytes per import call of a copy (one window of the service's import). */
+export const MOVER_IMPORT_BATCH_BYTES = 1 * MiB;
+
+/** Pieces per import call: scattered 4 KiB blocks (catch-up) spread over many calls. */
+export const MOVER_IMPORT_BATCH_PIECES = 16;
+
+/** Import calls in flight per chunk copy: the store makes one call's pieces durable one after
+ * another, so overlapping calls let group commit batch them. */
+export const MOVER_IMPORTS_IN_FLIGHT_MAX = 32;
+
+/** Data bytes of the import calls in flight per chunk copy: bounds memory per chunk. */
+export const MOVER_IMPORT_BYTES_IN_FLIGHT_MAX = 4 * MiB;
+
 /** Default rebuild bandwidth (bytes/s, all chunks of the node together); 0 = unlimited. */
 export const MOVER_BYTES_PER_SECOND_DEFAULT = 200 * MiB;
 
