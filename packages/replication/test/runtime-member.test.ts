@@ -50,7 +50,7 @@ class Cluster {
     this.ids = Array.from({ length: count }, (_, i) => i + 1);
   }
 
-  async start(id: NodeId): Promise<ClusterMember> {
+  async start(id: NodeId, dataAddress = `mem-data:${id}`): Promise<ClusterMember> {
     const member = await ClusterMember.start({
       nodeId: id,
       clusterId: `cluster-${this.name}`,
@@ -58,7 +58,7 @@ class Cluster {
       members: this.ids.map((nodeId) => ({ nodeId, controlAddress: `mem:${nodeId}` })),
       self: {
         controlAddress: `mem:${id}`,
-        dataAddress: `mem-data:${id}`,
+        dataAddress,
         failureDomain: `rack-${id}`,
         disks: [{ diskId: `d${id}`, path: `/dev/d${id}`, capacityBytes: 100 * GiB }],
       },
@@ -256,6 +256,69 @@ describe("ClusterMember (memory network)", () => {
       const report = cluster.rejoins.find((r) => r.nodeId === victim)?.report;
       assert.deepEqual(report?.revokedVolumeIds, [volumeId]);
       await waitFor("victim up again", () => leader.view().node(victim)?.state === "up");
+    } finally {
+      await cluster.stopAll();
+    }
+  });
+
+  test("the leader re-places the replicas of a node marked down (repair loop)", async () => {
+    const cluster = new Cluster("repair", 4);
+    await cluster.startAll();
+    try {
+      const leader = await cluster.waitLeader();
+      await leader.propose({ kind: "setConfig", fields: { gracePeriodMs: 1_000 } });
+      const { volumeId = 0 } = await leader.propose({
+        kind: "createVolume",
+        fields: { name: "r", sizeBytes: GiB, chunkSizeBytes: 64 * 1024 ** 2, replicationFactor: 3 },
+      });
+      const { epoch = 0 } = await leader.propose({
+        kind: "openVolume",
+        fields: { volumeId, nodeId: leader.nodeId },
+      });
+      const { chunk } = await leader.propose({
+        kind: "placeChunk",
+        fields: { volumeId, chunkIndex: 0, epoch, preferredNodeId: leader.nodeId },
+      });
+      const holders = chunk?.replicas.map((r) => r.nodeId) ?? [];
+      assert.equal(holders.length, 3);
+      const victim = holders.find((id) => id !== leader.nodeId) ?? 0;
+      const spare = cluster.ids.find((id) => !holders.includes(id)) ?? 0;
+      await cluster.stop(victim);
+      await waitFor(
+        "a new replica on the spare node",
+        () =>
+          leader
+            .view()
+            .chunk(volumeId, 0)
+            ?.replicas.some((r) => r.nodeId === spare) === true,
+        10_000,
+      );
+      const after = leader.view().chunk(volumeId, 0);
+      assert.equal(after?.replicas.find((r) => r.nodeId === spare)?.state, "filling");
+      assert.equal(
+        after?.replicas.some((r) => r.nodeId === victim),
+        false,
+      );
+      assert.deepEqual(leader.view().checkInvariants(), []);
+    } finally {
+      await cluster.stopAll();
+    }
+  });
+
+  test("a node restarted with a new data address updates its record", async () => {
+    const cluster = new Cluster("update", 3);
+    await cluster.startAll();
+    try {
+      await cluster.waitLeader();
+      const id = cluster.ids[2] ?? 3;
+      await cluster.stop(id);
+      await cluster.start(id, "mem-data:moved");
+      const other = cluster.member(cluster.ids[0] ?? 1);
+      await waitFor(
+        "the new address in the map",
+        () => other.view().node(id)?.dataAddress === "mem-data:moved",
+      );
+      assert.equal(other.view().node(id)?.controlAddress, `mem:${id}`);
     } finally {
       await cluster.stopAll();
     }

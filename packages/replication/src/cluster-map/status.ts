@@ -91,10 +91,10 @@ function summary(health: Health, movesInFlight: number) {
 
 /** One volume as status shows it, with its redundancy work (walks its chunks once). */
 export function volumeInfo(view: ClusterMapView, volume: VolumeRecord): VolumeInfo {
-  return volumeInfoOf(view, volume, volumeHealth(view, volume));
+  return volumeInfoOf(volume, volumeHealth(view, volume));
 }
 
-function volumeInfoOf(_view: ClusterMapView, volume: VolumeRecord, health: Health): VolumeInfo {
+function volumeInfoOf(volume: VolumeRecord, health: Health): VolumeInfo {
   return create(VolumeInfoSchema, {
     volumeId: BigInt(volume.volumeId),
     name: volume.name,
@@ -132,7 +132,7 @@ export function clusterStatus(view: ClusterMapView): ClusterStatus {
     total.filling += health.filling;
     total.fillDone += health.fillDone;
     total.fillTotal += health.fillTotal;
-    volumes.push(volumeInfoOf(view, volume, health));
+    volumes.push(volumeInfoOf(volume, health));
   }
   total.chunksPlaced = view.chunksPlaced;
   return create(ClusterStatusSchema, {

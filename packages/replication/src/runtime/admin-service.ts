@@ -123,8 +123,10 @@ function disksArg(disks: readonly DiskInfo[]): Array<{
   }));
 }
 
-/** The service implementation for `addService(server, ClusterAdminService, …)`. */
-export function adminService(host: AdminHost): ServiceImplementation<AdminMethods> {
+type AdminImpl = ServiceImplementation<AdminMethods>;
+
+/** What every handler shares: the host and its proposal / read helpers. */
+function context(host: AdminHost) {
   const opts = (signal: AbortSignal) => ({ signal, deadlineMs: ADMIN_DEADLINE_MS_DEFAULT });
   const propose = <K extends CommandKind>(
     signal: AbortSignal,
@@ -140,6 +142,25 @@ export function adminService(host: AdminHost): ServiceImplementation<AdminMethod
     if (volume === undefined) throw new HesError("HES_NOT_FOUND", `volume ${volumeId} is gone`);
     return volumeInfo(map, volume);
   };
+  return { host, opts, propose, volumeNow };
+}
+
+type Context = ReturnType<typeof context>;
+
+/** Status and volumes. */
+function volumeHandlers(
+  ctx: Context,
+): Pick<
+  AdminImpl,
+  | "getStatus"
+  | "createVolume"
+  | "getVolume"
+  | "listVolumes"
+  | "deleteVolume"
+  | "resizeVolume"
+  | "cloneVolume"
+> {
+  const { host, opts, propose, volumeNow } = ctx;
   return {
     getStatus: async (_request, { signal }) => {
       const map = await host.sync(opts(signal));
@@ -201,6 +222,15 @@ export function adminService(host: AdminHost): ServiceImplementation<AdminMethod
       });
       return { volume: await volumeNow(signal, value.volumeId) };
     },
+  };
+}
+
+/** Volume snapshots. */
+function snapshotHandlers(
+  ctx: Context,
+): Pick<AdminImpl, "createSnapshot" | "listSnapshots" | "deleteSnapshot"> {
+  const { host, opts, propose } = ctx;
+  return {
     createSnapshot: async (request, { signal }) => {
       const name = nameArg(request.name, "name");
       const map = await host.sync(opts(signal));
@@ -228,6 +258,15 @@ export function adminService(host: AdminHost): ServiceImplementation<AdminMethod
       });
       return {};
     },
+  };
+}
+
+/** Nodes, Raft membership and cluster settings. */
+function nodeHandlers(
+  ctx: Context,
+): Pick<AdminImpl, "addNode" | "drainNode" | "removeNode" | "setConfig"> {
+  const { host, opts, propose } = ctx;
+  return {
     addNode: async (request, { signal }) => {
       const nodeId = nodeIdArg(request.nodeId, "node_id");
       const fields = {
@@ -281,4 +320,10 @@ export function adminService(host: AdminHost): ServiceImplementation<AdminMethod
       return { gracePeriodMs: BigInt(map.config.gracePeriodMs) };
     },
   };
+}
+
+/** The service implementation for `addService(server, ClusterAdminService, …)`. */
+export function adminService(host: AdminHost): AdminImpl {
+  const ctx = context(host);
+  return { ...volumeHandlers(ctx), ...snapshotHandlers(ctx), ...nodeHandlers(ctx) };
 }

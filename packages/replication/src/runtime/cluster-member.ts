@@ -62,10 +62,12 @@ import {
 } from "./forwarding.js";
 import {
   FORWARDED_IN_FLIGHT_MAX,
+  HEARTBEAT_INTERVAL_MS_MIN,
   PROPOSALS_IN_FLIGHT_MAX,
   PROPOSE_DEADLINE_MS_DEFAULT,
   PROPOSE_DEADLINE_MS_MAX,
   PROPOSE_RETRY_MS,
+  SERVER_SHUTDOWN_GRACE_MS,
 } from "./limits.js";
 import { type LoopOptions, MemberLoops, type SelfDescription } from "./loops.js";
 import { type MapApplied, MapMachine } from "./map-machine.js";
@@ -106,9 +108,15 @@ export interface ClusterMemberOptions {
   readonly raftStorage?: RaftStorage;
   /**
    * The voters of a new cluster (this node included); used only when the data dir is empty.
-   * Empty: join an existing cluster (an admin AddNode makes this node a voter).
+   * With `join`, the members of the existing cluster this node will be added to (their
+   * addresses let it answer the leader before it has applied the map).
    */
   readonly members: readonly MemberAddress[];
+  /**
+   * Join an existing cluster instead of founding one: start with no Raft configuration and
+   * wait until an admin AddNode (on any member) makes this node a learner, then a voter.
+   */
+  readonly join?: boolean;
   /** What this node registers in the map (AddNode / UpdateNode). */
   readonly self: SelfDescription;
   /**
@@ -203,38 +211,30 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     // Members added later are found through the map's node records.
     const addressOf = (id: NodeId): string | undefined =>
       addresses.get(id) ?? nonEmpty(machine.map.node(id)?.controlAddress);
-    let grpcTransport: GrpcRaftTransport | undefined;
-    let transport = options.transport;
-    if (transport === undefined) {
-      const credentials = requireCredentials(options);
-      const peers: Record<number, string> = {};
-      for (const m of options.members)
-        if (m.nodeId !== options.nodeId) peers[m.nodeId] = m.controlAddress;
-      grpcTransport = new GrpcRaftTransport({
-        selfId: options.nodeId,
-        clusterId: options.clusterId,
-        peers,
-        logger,
-        clock,
-        client: { credentials: credentials.channel },
-      });
-      transport = grpcTransport;
-    }
+    const { transport, grpcTransport } = openTransport(options, logger, clock);
     const forwarder =
       options.forwarder ??
       new GrpcForwarder({ addressOf, credentials: requireCredentials(options).channel });
-    const raft = await RaftNode.start<MapApplied>({
-      id: options.nodeId,
-      ...(options.members.length === 0 ? {} : { peers: options.members.map((m) => m.nodeId) }),
-      ...(options.raftStorage === undefined
-        ? { storageDir: join(options.dataDir ?? "", "raft") }
-        : { storage: options.raftStorage }),
-      transport,
-      stateMachine: machine,
-      clock,
-      logger,
-      ...options.raft,
-    });
+    let raft: RaftNode<MapApplied>;
+    try {
+      raft = await RaftNode.start<MapApplied>({
+        id: options.nodeId,
+        ...(options.join === true ? {} : { peers: options.members.map((m) => m.nodeId) }),
+        ...(options.raftStorage === undefined
+          ? { storageDir: join(options.dataDir ?? "", "raft") }
+          : { storage: options.raftStorage }),
+        transport,
+        stateMachine: machine,
+        clock,
+        logger,
+        ...options.raft,
+      });
+    } catch (error) {
+      // Raft did not take ownership of the transport: close what was opened here.
+      forwarder.close();
+      await transport.close();
+      throw error;
+    }
     const member = new ClusterMember(options, raft, machine, forwarder, grpcTransport, addressOf);
     try {
       await member.serve(options);
@@ -435,7 +435,7 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     }
   }
 
-  /** See {@link ClusterControl.sync}: a ReadIndex barrier, retried while no leader is known. */
+  /** See {@link ClusterControl.sync}: a ReadIndex barrier, retried until the deadline. */
   async sync(
     options: ReplicaCallOptions & { readonly deadlineMs?: number } = {},
   ): Promise<ClusterMap> {
@@ -452,7 +452,12 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
           await this.raft.readIndex({ signal: call.signal });
           return this.machine.map;
         } catch (error) {
-          const retry = isHesError(error, "HES_NOT_LEADER") || isHesError(error, "HES_BUSY");
+          // A read changes nothing: every "not now" is retried until the call's deadline.
+          const retry =
+            isHesError(error, "HES_NOT_LEADER") ||
+            isHesError(error, "HES_BUSY") ||
+            isHesError(error, "HES_TIMEOUT") ||
+            isHesError(error, "HES_UNAVAILABLE");
           if (!retry || call.signal.aborted) throw error;
         }
         await this.clock.sleep(PROPOSE_RETRY_MS, call.signal);
@@ -528,7 +533,17 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
       this.forwarder.close();
       const server = this.ownServer;
       if (server !== undefined) {
-        await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        // Peers keep long-lived Raft streams open: a graceful shutdown gets a bounded wait.
+        await new Promise<void>((resolve) => {
+          const timer = this.clock.setTimer(SERVER_SHUTDOWN_GRACE_MS, () => {
+            server.forceShutdown();
+            resolve();
+          });
+          server.tryShutdown(() => {
+            timer.cancel();
+            resolve();
+          });
+        });
       }
     })();
     return this.stopped;
@@ -596,6 +611,30 @@ interface CallSignal {
   dispose(): void;
 }
 
+/** The injected Raft transport, or gRPC to the members' control addresses. */
+function openTransport(
+  options: ClusterMemberOptions,
+  logger: Logger,
+  clock: Clock,
+): { transport: Transport<Message>; grpcTransport: GrpcRaftTransport | undefined } {
+  if (options.transport !== undefined) {
+    return { transport: options.transport, grpcTransport: undefined };
+  }
+  const peers: Record<number, string> = {};
+  for (const m of options.members) {
+    if (m.nodeId !== options.nodeId) peers[m.nodeId] = m.controlAddress;
+  }
+  const grpcTransport = new GrpcRaftTransport({
+    selfId: options.nodeId,
+    clusterId: options.clusterId,
+    peers,
+    logger,
+    clock,
+    client: { credentials: requireCredentials(options).channel },
+  });
+  return { transport: grpcTransport, grpcTransport };
+}
+
 function nonEmpty(text: string | undefined): string | undefined {
   return text === undefined || text === "" ? undefined : text;
 }
@@ -629,10 +668,19 @@ function checkOptions(options: ClusterMemberOptions): void {
     }
     ids.add(m.nodeId);
   }
-  if (options.members.length > 0 && !ids.has(options.nodeId)) {
-    throw new RangeError("members must include nodeId");
+  if (options.join !== true && !ids.has(options.nodeId)) {
+    throw new RangeError("members must include nodeId (or set join to join an existing cluster)");
   }
   if (options.transport === undefined || options.forwarder === undefined) {
     requireCredentials(options);
+  }
+  const heartbeatMs = options.loops?.heartbeatIntervalMs;
+  if (
+    heartbeatMs !== undefined &&
+    (!Number.isSafeInteger(heartbeatMs) || heartbeatMs < HEARTBEAT_INTERVAL_MS_MIN)
+  ) {
+    throw new RangeError(
+      `loops.heartbeatIntervalMs must be an integer ≥ ${HEARTBEAT_INTERVAL_MS_MIN}`,
+    );
   }
 }

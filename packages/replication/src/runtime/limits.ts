@@ -76,6 +76,12 @@ export const REBALANCE_MOVES_PER_PASS_MAX = 8;
 /** Retry cadence of a member registering itself (addNode / updateNode) until it is in. */
 export const REGISTER_RETRY_MS = 200;
 
+/**
+ * How long `stop()` lets calls on the member's own gRPC server finish before cutting them:
+ * peers hold Raft streams open indefinitely, so a graceful shutdown alone may never end.
+ */
+export const SERVER_SHUTDOWN_GRACE_MS = 1_000;
+
 // ---- Admin ----
 
 /** Deadline of an admin call on the server side (a sync plus one proposal). */
