@@ -17,10 +17,11 @@ export const VOLUME_BLOCK_BYTES = 4 * KiB;
  */
 export const VOLUME_REQUEST_BYTES_MAX = 32 * MiB;
 /**
- * Largest piece sent to one replica in one call. The extent store accepts at most a quarter of
- * its segment (256 KiB for the smallest 1 MiB segments), so pieces never exceed that.
+ * Largest piece sent to one replica in one call: a 1 MiB write is one call per replica. The
+ * extent store accepts up to a quarter of its segment (at most 4 MiB), so replica stores must
+ * use segments of at least 4 MiB (the default is 64 MiB).
  */
-export const VOLUME_REPLICA_PIECE_BYTES = 256 * KiB;
+export const VOLUME_REPLICA_PIECE_BYTES = 1 * MiB;
 /**
  * Operations admitted into one volume at once (reads and writes). Past it, callers wait
  * (backpressure): memory per volume is bounded by this × the request size.

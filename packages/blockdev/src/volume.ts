@@ -128,6 +128,12 @@ interface ChunkState {
   placing?: Promise<ChunkRecord> | undefined;
   /** Seqs sent to each replica and not yet answered (the safeSeq watermark). */
   readonly pending: Map<NodeId, Set<number>>;
+  /**
+   * Replicas this owner saw fail and is reporting: no more writes go there (a new write could
+   * otherwise succeed and move the watermark past the write it missed) until the map shows
+   * them out of the in-sync set and, after catch-up, back in.
+   */
+  readonly leaving: Set<NodeId>;
 }
 
 /** Where a read is served from: this volume's head, or a snapshot of it or of an ancestor. */
@@ -386,7 +392,7 @@ export class Volume implements BlockDevice {
   private chunkState(chunkIndex: number): ChunkState {
     let state = this.chunks.get(chunkIndex);
     if (state === undefined) {
-      state = { pending: new Map() };
+      state = { pending: new Map(), leaving: new Set() };
       this.chunks.set(chunkIndex, state);
     }
     return state;
@@ -475,7 +481,7 @@ export class Volume implements BlockDevice {
     if (sealed.length < majority) {
       throw new HesError(
         "HES_QUORUM_LOST",
-        `chunk ${chunkIndex} of ${this.name}: sealed ${sealed.length} of ${record.replicas.length}`,
+        `chunk ${chunkIndex} of ${this.name}: sealed ${sealed.length} of ${record.replicas.length}: ${String(failed[0]?.error)}`,
         { cause: failed[0]?.error },
       );
     }
@@ -626,6 +632,35 @@ export class Volume implements BlockDevice {
   }
 
   /**
+   * Takes a failed replica out of the in-sync set. Once the map says so, the `leaving` mark is
+   * dropped (the in-sync filter excludes it; after catch-up it is back). The map refuses to
+   * drop the last in-sync replica: then it stays the chunk's truth and keeps taking writes.
+   * When the map cannot be reached the mark stays, so nothing more is written there.
+   */
+  private async dropReplica(chunkIndex: number, nodeId: NodeId, safeSeq: number): Promise<void> {
+    const state = this.chunkState(chunkIndex);
+    try {
+      await this.reportFailure(chunkIndex, nodeId, safeSeq);
+      state.leaving.delete(nodeId);
+    } catch (error) {
+      if (!isHesError(error, "HES_QUORUM_LOST")) throw error;
+      state.leaving.delete(nodeId);
+    }
+  }
+
+  /** The in-sync replicas a mutation goes to (not those being reported). */
+  private writeTargets(record: ChunkRecord, state: ChunkState): NodeId[] {
+    for (const nodeId of state.leaving) {
+      if (record.replicas.find((r) => r.nodeId === nodeId)?.state !== "in-sync") {
+        state.leaving.delete(nodeId);
+      }
+    }
+    return inSyncReplicas(record)
+      .map((r) => r.nodeId)
+      .filter((nodeId) => !state.leaving.has(nodeId));
+  }
+
+  /**
    * One mutation of one chunk at every in-sync replica: acknowledged at the write quorum once
    * every failed replica is reported (see the file comment).
    */
@@ -638,7 +673,7 @@ export class Volume implements BlockDevice {
     const record = await this.writableChunk(chunkIndex);
     const chunk = this.chunkId(chunkIndex);
     const state = this.chunkState(chunkIndex);
-    const targets = inSyncReplicas(record).map((r) => r.nodeId);
+    const targets = this.writeTargets(record, state);
     for (const nodeId of targets) {
       const pending = state.pending.get(nodeId) ?? new Set<number>();
       state.pending.set(nodeId, pending);
@@ -655,19 +690,26 @@ export class Volume implements BlockDevice {
     const failed: { nodeId: NodeId; error: unknown; safeSeq: number }[] = [];
     results.forEach((result, i) => {
       const nodeId = targets[i] as NodeId;
-      const pending = state.pending.get(nodeId) as Set<number>;
+      const pending = state.pending.get(nodeId);
+      // Reported by a concurrent operation meanwhile: it no longer counts, nor is reported twice.
+      if (pending === undefined) return;
       if (result.status === "fulfilled") {
         pending.delete(seq);
         acknowledged++;
         return;
       }
       failed.push({ nodeId, error: result.reason, safeSeq: Math.min(...pending) - 1 });
-      state.pending.delete(nodeId);
     });
     this.fenceOnAny(failed.map((f) => f.error));
-    for (const f of failed) {
+    // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
+    // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
+    // replica's pending set, so a later report's watermark stays below it.
+    if (acknowledged === 0) this.log.warn({ chunkIndex, seq }, "no replica answered a write");
+    for (const f of acknowledged === 0 ? [] : failed) {
       this.log.warn({ chunkIndex, nodeId: f.nodeId, err: String(f.error) }, "replica write failed");
-      if (acknowledged > 0) await this.reportFailure(chunkIndex, f.nodeId, f.safeSeq);
+      state.pending.delete(f.nodeId);
+      state.leaving.add(f.nodeId);
+      await this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
     }
     if (acknowledged < this.record.writeQuorum) {
       throw new HesError(
@@ -922,12 +964,13 @@ export class Volume implements BlockDevice {
     const [start, length] = widen(offsetBytes, data.byteLength);
     if (start === offsetBytes && length === data.byteLength) return { start, image: data };
     const image = new Uint8Array(length);
-    const head = this.readAligned(this.headSource(), start, BLOCK, signal);
     const tailStart = start + length - BLOCK;
-    const tail =
-      tailStart > start ? this.readAligned(this.headSource(), tailStart, BLOCK, signal) : undefined;
-    image.set(await head, 0);
-    if (tail !== undefined) image.set(await tail, length - BLOCK);
+    const [head, tail] = await Promise.all([
+      this.readAligned(this.headSource(), start, BLOCK, signal),
+      tailStart > start ? this.readAligned(this.headSource(), tailStart, BLOCK, signal) : undefined,
+    ]);
+    image.set(head, 0);
+    if (tail !== undefined) image.set(tail, length - BLOCK);
     image.set(data, offsetBytes - start);
     return { start, image };
   }
@@ -1156,6 +1199,24 @@ export class Volume implements BlockDevice {
   }
 
   private async copyHeld(source: Volume, request: CopyRangeRequest): Promise<CopyRangeResult> {
+    const { offsetBytes, sourceOffsetBytes, lengthBytes, signal } = request;
+    if (
+      source === this &&
+      offsetBytes < sourceOffsetBytes + lengthBytes &&
+      sourceOffsetBytes < offsetBytes + lengthBytes
+    ) {
+      // Overlapping ranges of one volume: read everything first (memmove semantics); a
+      // piecewise or replica-side copy would read bytes it already overwrote.
+      const [start, widened] = widen(sourceOffsetBytes, lengthBytes);
+      const image = await this.readAligned(this.headSource(), start, widened, signal);
+      const data = image.subarray(
+        sourceOffsetBytes - start,
+        sourceOffsetBytes - start + lengthBytes,
+      );
+      const merged = await this.mergePartial(offsetBytes, data, signal);
+      await this.writeAligned(merged.start, merged.image, signal);
+      return { offloadedBytes: 0, copiedBytes: lengthBytes };
+    }
     let offloadedBytes = 0;
     let copiedBytes = 0;
     const aligned =
@@ -1298,7 +1359,7 @@ export class Volume implements BlockDevice {
       if (failed.length === targets.length) {
         throw new HesError(
           "HES_QUORUM_LOST",
-          `snapshot ${name}: no replica of chunk ${record.chunkIndex} pinned it`,
+          `snapshot ${name}: no replica of chunk ${record.chunkIndex} pinned it: ${String((results[0] as PromiseRejectedResult).reason)}`,
         );
       }
       for (const nodeId of failed) await this.reportFailure(record.chunkIndex, nodeId, 0);

@@ -283,11 +283,60 @@ test("a corrupt block is read from another replica and repaired", async () => {
     }
     return original(...args);
   };
+  const chunk = { volumeId: volume.volumeId, chunkIndex: 0 };
+  const before = local.store.version(chunk)?.durableSeq ?? 0;
   try {
     assert.deepEqual(await volume.read({ offsetBytes: 0, lengthBytes: 4096 }), pattern(70, 4096));
     assert.equal(corruptions, 1);
+    assert.ok(
+      (local.store.version(chunk)?.durableSeq ?? 0) > before,
+      "the bad replica was rewritten",
+    );
+    const healed = await local.store.read(chunk, 0, 4096);
+    assert.deepEqual(Buffer.from(healed), Buffer.from(pattern(70, 4096)));
   } finally {
     local.replica.read = original;
+  }
+  await volume.close();
+});
+
+test("a new owner reconciles replicas that differ in their last writes (highest seq wins)", async () => {
+  const manager = t.manager(1);
+  const volume = await fresh("reconcile");
+  await volume.write({ offsetBytes: 0, data: pattern(80, 8192) });
+  const epoch = volume.epoch;
+  await volume.close();
+  // An unacknowledged write that reached one replica only (its owner died before the others).
+  const chunk = { volumeId: volume.volumeId, chunkIndex: 0 };
+  const holders = t.cluster.map.chunk(volume.volumeId, 0)?.replicas.map((r) => r.nodeId) ?? [];
+  const lone = t.nodes[(holders[1] as number) - 1];
+  assert.ok(lone);
+  const seq = (lone.store.version(chunk)?.durableSeq ?? 0) + 1;
+  await lone.store.write(chunk, 4096, pattern(81, 4096), { epoch, seq });
+  const reopened = await manager.open({ name: "reconcile" });
+  const expected = await reopened.read({ offsetBytes: 4096, lengthBytes: 4096 });
+  assert.deepEqual(Buffer.from(expected), Buffer.from(pattern(81, 4096)), "the newest write wins");
+  for (const nodeId of holders) {
+    const store = t.nodes[nodeId - 1]?.store;
+    const data = await store?.read(chunk, 4096, 4096);
+    assert.deepEqual(Buffer.from(data ?? []), Buffer.from(pattern(81, 4096)), `node ${nodeId}`);
+  }
+  await reopened.close();
+});
+
+test("when an epoch's seqs run low the volume takes a new epoch and keeps its data", async () => {
+  const manager = t.manager(1);
+  await manager.create({ name: "renew", sizeBytes: 4 * MiB, chunkSizeBytes: MiB });
+  const volume = await manager.open({ name: "renew", seqCounterMax: 16 });
+  const first = volume.epoch;
+  for (let i = 0; i < 40; i++) {
+    await volume.write({ offsetBytes: (i % 8) * 4096, data: pattern(90 + i, 4096) });
+  }
+  assert.ok(volume.epoch > first + 1, `epoch went from ${first} to ${volume.epoch}`);
+  assert.ok(!volume.fenced);
+  for (let i = 32; i < 40; i++) {
+    const data = await volume.read({ offsetBytes: (i % 8) * 4096, lengthBytes: 4096 });
+    assert.deepEqual(Buffer.from(data), Buffer.from(pattern(90 + i, 4096)));
   }
   await volume.close();
 });
