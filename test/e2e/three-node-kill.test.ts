@@ -24,8 +24,12 @@ const BLOCK = 4096;
 function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let seen = "";
+    let errors = "";
+    child.stderr?.on("data", (chunk: Buffer) => {
+      errors = (errors + chunk.toString()).slice(-2000);
+    });
     const timer = setTimeout(
-      () => reject(new Error(`timeout waiting for ${pattern}: ${seen}`)),
+      () => reject(new Error(`timeout waiting for ${pattern}: ${seen}\nstderr: ${errors}`)),
       timeoutMs,
     );
     child.stdout?.on("data", (chunk: Buffer) => {
@@ -37,7 +41,7 @@ function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number):
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`exited (${code}) before ${pattern}: ${seen}`));
+      reject(new Error(`exited (${code}) before ${pattern}: ${seen}\nstderr: ${errors}`));
     });
   });
 }
@@ -60,9 +64,17 @@ async function status(config: string): Promise<{
 /** Polls `check` until it returns true, at most `timeoutMs`. */
 async function eventually(what: string, timeoutMs: number, check: () => Promise<boolean>) {
   const deadline = Date.now() + timeoutMs;
+  let last: unknown;
   for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    if (
+      await check().catch((error: unknown) => {
+        last = error;
+        return false;
+      })
+    ) {
+      return;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms (${last})`);
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
 }
@@ -89,9 +101,22 @@ test("kill -9 a node while writing through NBD, keep writing, restart it: no ack
 
     const client = await NbdClient.open(socket, "demo");
     const written: number[] = [];
+    let refused = 0;
     const writeBlocks = async (from: number, count: number) => {
       for (let block = from; block < from + count; block++) {
-        await client.write(block * BLOCK, Buffer.alloc(BLOCK, patternOf(block)));
+        // A write the volume cannot place (e.g. while the map elects a new leader after the
+        // kill) fails with EIO and is not acknowledged; like a guest, retry it, bounded.
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          try {
+            await client.write(block * BLOCK, Buffer.alloc(BLOCK, patternOf(block)));
+            break;
+          } catch (error) {
+            refused++;
+            if (Date.now() > deadline) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+        }
         written.push(block); // acknowledged
       }
     };
@@ -115,6 +140,7 @@ test("kill -9 a node while writing through NBD, keep writing, restart it: no ack
       );
     }
     await client.close();
+    console.log(`e2e: ${written.length} writes acknowledged, ${refused} refused and retried`);
 
     await eventually("three nodes up with a leader", 60_000, async () => {
       const s = await status(config(1));

@@ -1,13 +1,20 @@
 /**
  * The real components of a host: the Raft-hosted cluster member (with its admin service and
  * loops) on the host's gRPC server, the chunk-replica service over the host's store, a replica
- * pool (local calls for this node, mutual-TLS framing to the others), and volumes from
- * blockdev's VolumeManager over both. Host.start uses these unless told otherwise.
+ * pool (local calls for this node, mutual-TLS framing to the others), the mover and the
+ * scrubber, and volumes from blockdev's VolumeManager over the pool. Host.start uses these unless told otherwise.
  */
 import * as grpc from "@grpc/grpc-js";
 import type { NodeId } from "@hes/base";
 import { VolumeManager } from "@hes/blockdev";
-import { ChunkReplicaService, ClusterMember, clusterStatus, ReplicaPool } from "@hes/replication";
+import {
+  ChunkReplicaService,
+  ClusterMember,
+  clusterStatus,
+  Mover,
+  ReplicaPool,
+  Scrubber,
+} from "@hes/replication";
 import { formatHostPort } from "./config.js";
 import type { HostComponents, HostContext, HostMember } from "./host.js";
 import { dataPlaneClientTls, grpcServerCredentials } from "./tls.js";
@@ -78,6 +85,19 @@ export function clusterComponents(): HostComponents {
   return {
     startMember: async (context): Promise<HostMember> => {
       const { member, pool } = await startClusterMember(context);
+      const background = { nodeId: context.config.nodeId, control: member, replicas: pool };
+      // The mover rebuilds and catches up the replicas the map assigns to this node; the
+      // scrubber compares block checksums across in-sync replicas and repairs from a good one.
+      const mover = new Mover({
+        ...background,
+        logger: context.logger.child({ component: "mover" }),
+      });
+      const scrubber = new Scrubber({
+        ...background,
+        logger: context.logger.child({ component: "scrubber" }),
+      });
+      mover.start();
+      scrubber.start();
       manager = new VolumeManager({
         control: member,
         directory: pool,
@@ -98,6 +118,8 @@ export function clusterComponents(): HostComponents {
           };
         },
         stop: async () => {
+          await mover.close();
+          await scrubber.close();
           await pool.close();
           await member.stop();
         },
