@@ -146,6 +146,11 @@ test("a one-node cluster: the member elects itself, answers admin over mTLS, ser
     const back = await device.read({ offsetBytes: 4096, lengthBytes: 8192 });
     assert.ok(back.every((b) => b === 7));
     assert.equal(host.health().ok, true);
+    const text = await (await fetch(`http://${host.status().metrics}/metrics`)).text();
+    assert.match(text, /hes_raft_leader_id\{node="1"\} 1/);
+    assert.match(text, /hes_raft_term\{node="1"\} [1-9]/);
+    assert.match(text, /hes_raft_commit_index\{node="1"\} [1-9]/);
+    assert.match(text, /hes_volumes_open\{node="1"\} 1/);
   } finally {
     await host.stop();
   }
