@@ -145,6 +145,10 @@ async function stop() {
   );
 }
 
+// Installed before any node starts, so Ctrl-C during start-up never orphans a node process.
+process.on("SIGINT", () => stop().then(() => process.exit(0)));
+process.on("SIGTERM", () => stop().then(() => process.exit(0)));
+
 try {
   if (!existsSync(join(root, "cluster.json"))) {
     await must(
@@ -197,6 +201,4 @@ try {
   process.exit(1);
 }
 
-process.on("SIGINT", () => stop().then(() => process.exit(0)));
-process.on("SIGTERM", () => stop().then(() => process.exit(0)));
 if (process.env.HES_EXAMPLE_EXIT_AFTER_START === "1") await stop();
