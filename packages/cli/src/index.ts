@@ -1,6 +1,7 @@
 /**
- * @hes/cli: The hes command: start a node, administer volumes and snapshots, status.
- *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * @hes/cli: the `hes` command (bin/hes.mjs runs `main`). Exported for tests and for tools that
+ * embed the command line.
  */
-export {};
+export { EXIT_CODE_BY_HES_CODE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "./exit-codes.js";
+export { type CliIo, main, parseNbdTarget } from "./main.js";
+export { formatSize, parseSize, UsageError } from "./units.js";

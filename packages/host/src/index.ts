@@ -1,6 +1,61 @@
 /**
- * @hes/host: Composes one hypervisor host: disks, Raft member, cluster map, replica service, volumes, NBD exports and metrics. What a host agent imports.
- *
- * Not built yet: this package exports nothing until its issue lands (see README.md).
+ * @hes/host: composes one hypervisor host — disks, the cluster member, the replica service,
+ * volumes, NBD exports and metrics — and lays out local clusters (`initCluster`). What a host
+ * agent imports. See README.md for what is composed for real and what still waits.
  */
-export {};
+export {
+  type CertificatePair,
+  createClusterCa,
+  issueNodeCertificate,
+  type NodeCertificateSubject,
+} from "./certs.js";
+export { clusterComponents } from "./compose.js";
+export {
+  type DiskConfig,
+  formatHostPort,
+  type HostConfig,
+  type HostPort,
+  hostConfigToJson,
+  loadHostConfig,
+  type PeerConfig,
+  parseHostPort,
+  type TlsPaths,
+  validateHostConfig,
+} from "./config.js";
+export {
+  type ExportTarget,
+  Host,
+  type HostComponents,
+  type HostContext,
+  type HostMember,
+  type HostOptions,
+  type HostStatus,
+  type OpenedVolume,
+  parseExportTarget,
+} from "./host.js";
+export {
+  CLUSTER_FILE,
+  INIT_BASE_PORT_DEFAULT,
+  INIT_DISK_SIZE_BYTES_DEFAULT,
+  type InitClusterOptions,
+  type InitClusterResult,
+  initCluster,
+  planLocalCluster,
+} from "./init-cluster.js";
+export * as hostLimits from "./limits.js";
+export {
+  type Health,
+  HostMetrics,
+  type IoKind,
+  type MemberGauges,
+  MetricsServer,
+  meteredDevice,
+} from "./metrics.js";
+export {
+  dataPlaneClientTls,
+  dataPlaneServerTls,
+  grpcChannelCredentials,
+  grpcServerCredentials,
+  loadTlsMaterial,
+  type TlsMaterial,
+} from "./tls.js";

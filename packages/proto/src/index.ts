@@ -32,6 +32,7 @@ export {
 } from "./frame/server.js";
 export * from "./gen/hes/v1/cluster_map_pb.js";
 export * from "./gen/hes/v1/cluster_pb.js";
+export * from "./gen/hes/v1/host_pb.js";
 export * from "./gen/hes/v1/raft_pb.js";
 export {
   type AddServiceOptions,
