@@ -214,12 +214,13 @@ test("three processes: admin API, leader killed during volume creation, catch-up
     let firstAfterKillMs = -1;
     let i = 0;
     const survivors = members.filter((m) => m !== leader);
-    const create = async (member: Member): Promise<void> => {
+    const create = async (member: Member): Promise<boolean> => {
       const name = `v${i++}`;
       try {
         await member.client().createVolume({ name, sizeBytes: GiB }, { deadlineMs: 10_000 });
         acked.add(name);
         if (killedAt !== 0 && firstAfterKillMs < 0) firstAfterKillMs = Date.now() - killedAt;
+        return true;
       } catch (error) {
         // Outcome unknown (leader died mid-call) or a no-leader window: not acknowledged.
         assert.ok(
@@ -228,11 +229,21 @@ test("three processes: admin API, leader killed during volume creation, catch-up
             isHesError(error, "HES_NOT_LEADER"),
           `unexpected ${String(error)}`,
         );
+        return false;
       }
     };
+    // Each writer makes 60 attempts, and keeps going (bounded) until one succeeds after the
+    // kill: attempts during the election fail fast, and a loaded machine may use up all 60.
+    const afterKillDeadlineMs = 20_000;
     const writers = survivors.map(async (member, w) => {
-      for (let n = 0; n < 60; n++) {
-        await create(member);
+      for (
+        let n = 0;
+        n < 60 ||
+        (killedAt !== 0 && firstAfterKillMs < 0 && Date.now() - killedAt < afterKillDeadlineMs);
+        n++
+      ) {
+        const ok = await create(member);
+        if (!ok) await new Promise((resolve) => setTimeout(resolve, 20));
         if (w === 0 && n === 15) {
           killedAt = Date.now();
           leader.kill();
