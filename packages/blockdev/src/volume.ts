@@ -59,6 +59,8 @@ import {
   VOLUME_RECONCILE_SEQ_WINDOW,
   VOLUME_REPLICA_PIECE_BYTES,
   VOLUME_REQUEST_BYTES_MAX,
+  VOLUME_SEAL_ATTEMPTS_MAX,
+  VOLUME_SEAL_RETRY_MS,
   VOLUME_SEQ_RENEW_MARGIN,
 } from "./limits.js";
 import { RangeLock } from "./range-lock.js";
@@ -460,36 +462,67 @@ export class Volume implements BlockDevice {
     }
   }
 
+  /**
+   * Seals every replica of the chunk's set (stale and filling ones too) with this owner's
+   * epoch. The old owner is fenced once fewer than its write quorum of replicas remain
+   * unsealed, whatever their state; and at least one sealed replica must be in sync (the map's
+   * in-sync set holds every acknowledged write). Only the sealed in-sync replicas are
+   * reconciled; the others are the mover's.
+   */
   private async sealAndReconcile(chunkIndex: number): Promise<void> {
     const record = this.view.chunk(this.volumeId, chunkIndex);
     if (record === undefined) return;
-    const chunk = this.chunkId(chunkIndex);
-    const targets = inSyncReplicas(record);
+    const targets = record.replicas;
     const results = await Promise.allSettled(
-      targets.map((r) =>
-        this.callReplica(r.nodeId, "seal", undefined, (replica, signal) =>
-          replica.seal(chunk, this.epochValue, { signal }),
-        ),
-      ),
+      targets.map((r) => this.sealOne(chunkIndex, r.nodeId)),
     );
     const sealed: { nodeId: NodeId; version: ChunkVersion }[] = [];
     const failed: { nodeId: NodeId; error: unknown }[] = [];
+    let sealedCount = 0;
     results.forEach((result, i) => {
-      const nodeId = (targets[i] as { nodeId: NodeId }).nodeId;
-      if (result.status === "fulfilled") sealed.push({ nodeId, version: result.value });
-      else failed.push({ nodeId, error: result.reason });
+      const replica = targets[i] as (typeof targets)[number];
+      const nodeId = replica.nodeId;
+      const inSync = replica.state === "in-sync";
+      if (result.status === "fulfilled") {
+        sealedCount++;
+        if (inSync) sealed.push({ nodeId, version: result.value });
+      } else if (inSync) failed.push({ nodeId, error: result.reason });
+      else this.log.info({ chunkIndex, nodeId, err: String(result.reason) }, "seal missed");
     });
-    this.fenceOnAny(failed.map((f) => f.error));
-    const majority = Math.floor(record.replicas.length / 2) + 1;
-    if (sealed.length < majority) {
+    this.fenceOnAny(results.flatMap((r) => (r.status === "rejected" ? [r.reason] : [])));
+    const n = record.replicas.length;
+    const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
+    if (sealedCount < needed || sealed.length === 0) {
       throw new HesError(
         "HES_QUORUM_LOST",
-        `chunk ${chunkIndex} of ${this.name}: sealed ${sealed.length} of ${record.replicas.length}: ${String(failed[0]?.error)}`,
+        `chunk ${chunkIndex} of ${this.name}: sealed ${sealedCount} of ${n} ` +
+          `(${sealed.length} in sync), ${needed} needed: ${String(failed[0]?.error)}`,
         { cause: failed[0]?.error },
       );
     }
     for (const f of failed) await this.reportFailure(chunkIndex, f.nodeId, 0);
     if (sealed.length > 1) await this.reconcile(chunkIndex, sealed);
+  }
+
+  /**
+   * One replica's seal, retried while the replica is unreachable or slow: a node that just
+   * restarted may be in its client's reconnect backoff, and a seal is idempotent.
+   */
+  private async sealOne(chunkIndex: number, nodeId: NodeId): Promise<ChunkVersion> {
+    const chunk = this.chunkId(chunkIndex);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.callReplica(nodeId, "seal", undefined, (replica, signal) =>
+          replica.seal(chunk, this.epochValue, { signal }),
+        );
+      } catch (error) {
+        const transient = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT");
+        if (!transient || attempt >= VOLUME_SEAL_ATTEMPTS_MAX || this.closed) throw error;
+        await new Promise<void>((resolve) => {
+          this.deps.clock.setTimer(VOLUME_SEAL_RETRY_MS, resolve);
+        });
+      }
+    }
   }
 
   /**
