@@ -517,7 +517,12 @@ export class Volume implements BlockDevice {
         );
       } catch (error) {
         const transient = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT");
-        if (!transient || attempt >= VOLUME_SEAL_ATTEMPTS_MAX || this.closed) throw error;
+        const node = this.view.node(nodeId);
+        // A node the map holds down is not waited for.
+        const alive = node !== undefined && isAlive(node);
+        if (!transient || !alive || attempt >= VOLUME_SEAL_ATTEMPTS_MAX || this.closed) {
+          throw error;
+        }
         await new Promise<void>((resolve) => {
           this.deps.clock.setTimer(VOLUME_SEAL_RETRY_MS, resolve);
         });
