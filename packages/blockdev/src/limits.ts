@@ -63,3 +63,12 @@ assert(
   VOLUME_SEQ_RENEW_MARGIN > VOLUME_RECONCILE_SEQ_WINDOW,
   "renewal leaves room for in-flight ops",
 );
+
+/**
+ * Attempts of one replica's seal while preparing a chunk. A peer that just restarted is often
+ * still in its client's reconnect backoff (≤ 2 s) or answers on the second connect; a seal is
+ * idempotent, and refusing a takeover for one refused connect leaves a volume down.
+ */
+export const VOLUME_SEAL_ATTEMPTS_MAX = 4;
+/** Pause between seal attempts: longer than the data-plane client's longest backoff (2 s). */
+export const VOLUME_SEAL_RETRY_MS = 750;

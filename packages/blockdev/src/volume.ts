@@ -7,11 +7,13 @@
  * - A chunk is placed on its first write (thin) and sealed + reconciled on its first touch by
  *   this owner (at open for every placed chunk): the old owner is fenced before anything is
  *   served, and replicas that differ in their last writes are made equal.
- * - A mutation fans out to the chunk's in-sync replicas (the local one by direct call, through
- *   the `ReplicaDirectory`). It is acknowledged once a write quorum answered AND every replica
- *   that failed or passed its deadline was reported to the map (`reportReplicaFailure` with
- *   the owner's watermark `safeSeq`): the in-sync set in the map always holds every
- *   acknowledged write. HES_FENCED from any replica or from the map fences this volume.
+ * - A mutation fans out to every replica of the chunk's set on a live node (the local one by
+ *   direct call, through the `ReplicaDirectory`): filling and stale ones too, uncounted, since
+ *   the mover's last catch-up pass relies on it. It is acknowledged once a write quorum of
+ *   in-sync replicas answered, the others answered or passed their deadline, AND every in-sync
+ *   replica that failed was reported to the map (`reportReplicaFailure` with the owner's
+ *   watermark `safeSeq`): the in-sync set in the map always holds every acknowledged write.
+ *   HES_FENCED from any replica or from the map fences this volume.
  * - Reads go to the local in-sync replica, else another in-sync one; a block failing its
  *   checksum is read from another replica and rewritten on the bad one.
  */
@@ -24,6 +26,7 @@ import {
   type ClusterMapView,
   chunkCount,
   inSyncReplicas,
+  isAlive,
   type ReplicaDirectory,
   type ReplicaWriteStamp,
   SEQ_PER_EPOCH_MAX,
@@ -56,6 +59,8 @@ import {
   VOLUME_RECONCILE_SEQ_WINDOW,
   VOLUME_REPLICA_PIECE_BYTES,
   VOLUME_REQUEST_BYTES_MAX,
+  VOLUME_SEAL_ATTEMPTS_MAX,
+  VOLUME_SEAL_RETRY_MS,
   VOLUME_SEQ_RENEW_MARGIN,
 } from "./limits.js";
 import { RangeLock } from "./range-lock.js";
@@ -457,36 +462,72 @@ export class Volume implements BlockDevice {
     }
   }
 
+  /**
+   * Seals every replica of the chunk's set (stale and filling ones too) with this owner's
+   * epoch. The old owner is fenced once fewer than its write quorum of replicas remain
+   * unsealed, whatever their state; and at least one sealed replica must be in sync (the map's
+   * in-sync set holds every acknowledged write). Only the sealed in-sync replicas are
+   * reconciled; the others are the mover's.
+   */
   private async sealAndReconcile(chunkIndex: number): Promise<void> {
     const record = this.view.chunk(this.volumeId, chunkIndex);
     if (record === undefined) return;
-    const chunk = this.chunkId(chunkIndex);
-    const targets = inSyncReplicas(record);
+    const targets = record.replicas;
     const results = await Promise.allSettled(
-      targets.map((r) =>
-        this.callReplica(r.nodeId, "seal", undefined, (replica, signal) =>
-          replica.seal(chunk, this.epochValue, { signal }),
-        ),
-      ),
+      targets.map((r) => this.sealOne(chunkIndex, r.nodeId)),
     );
     const sealed: { nodeId: NodeId; version: ChunkVersion }[] = [];
     const failed: { nodeId: NodeId; error: unknown }[] = [];
+    let sealedCount = 0;
     results.forEach((result, i) => {
-      const nodeId = (targets[i] as { nodeId: NodeId }).nodeId;
-      if (result.status === "fulfilled") sealed.push({ nodeId, version: result.value });
-      else failed.push({ nodeId, error: result.reason });
+      const replica = targets[i] as (typeof targets)[number];
+      const nodeId = replica.nodeId;
+      const inSync = replica.state === "in-sync";
+      if (result.status === "fulfilled") {
+        sealedCount++;
+        if (inSync) sealed.push({ nodeId, version: result.value });
+      } else if (inSync) failed.push({ nodeId, error: result.reason });
+      else this.log.info({ chunkIndex, nodeId, err: String(result.reason) }, "seal missed");
     });
-    this.fenceOnAny(failed.map((f) => f.error));
-    const majority = Math.floor(record.replicas.length / 2) + 1;
-    if (sealed.length < majority) {
+    this.fenceOnAny(results.flatMap((r) => (r.status === "rejected" ? [r.reason] : [])));
+    const n = record.replicas.length;
+    const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
+    if (sealedCount < needed || sealed.length === 0) {
       throw new HesError(
         "HES_QUORUM_LOST",
-        `chunk ${chunkIndex} of ${this.name}: sealed ${sealed.length} of ${record.replicas.length}: ${String(failed[0]?.error)}`,
+        `chunk ${chunkIndex} of ${this.name}: sealed ${sealedCount} of ${n} ` +
+          `(${sealed.length} in sync), ${needed} needed: ${String(failed[0]?.error)}`,
         { cause: failed[0]?.error },
       );
     }
     for (const f of failed) await this.reportFailure(chunkIndex, f.nodeId, 0);
     if (sealed.length > 1) await this.reconcile(chunkIndex, sealed);
+  }
+
+  /**
+   * One replica's seal, retried while the replica is unreachable or slow: a node that just
+   * restarted may be in its client's reconnect backoff, and a seal is idempotent.
+   */
+  private async sealOne(chunkIndex: number, nodeId: NodeId): Promise<ChunkVersion> {
+    const chunk = this.chunkId(chunkIndex);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.callReplica(nodeId, "seal", undefined, (replica, signal) =>
+          replica.seal(chunk, this.epochValue, { signal }),
+        );
+      } catch (error) {
+        const transient = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT");
+        const node = this.view.node(nodeId);
+        // A node the map holds down is not waited for.
+        const alive = node !== undefined && isAlive(node);
+        if (!transient || !alive || attempt >= VOLUME_SEAL_ATTEMPTS_MAX || this.closed) {
+          throw error;
+        }
+        await new Promise<void>((resolve) => {
+          this.deps.clock.setTimer(VOLUME_SEAL_RETRY_MS, resolve);
+        });
+      }
+    }
   }
 
   /**
@@ -661,8 +702,24 @@ export class Volume implements BlockDevice {
   }
 
   /**
-   * One mutation of one chunk at every in-sync replica: acknowledged at the write quorum once
-   * every failed replica is reported (see the file comment).
+   * The filling and stale replicas of the chunk on live nodes: a mutation goes to them too,
+   * uncounted, because the mover's last catch-up pass relies on it (a write acknowledged after
+   * that pass and before the map marks the replica in-sync would otherwise be missing there).
+   */
+  private followerTargets(record: ChunkRecord): NodeId[] {
+    return record.replicas
+      .filter((r) => r.state !== "in-sync")
+      .filter((r) => {
+        const node = this.view.node(r.nodeId);
+        return node !== undefined && isAlive(node);
+      })
+      .map((r) => r.nodeId);
+  }
+
+  /**
+   * One mutation of one chunk at every replica of its set on a live node: acknowledged at the
+   * write quorum of in-sync ones once every failed in-sync replica is reported (see the file
+   * comment). A failure of a filling or stale replica is only logged: the mover redoes it.
    */
   private async mutateChunk(
     chunkIndex: number,
@@ -674,18 +731,18 @@ export class Volume implements BlockDevice {
     const chunk = this.chunkId(chunkIndex);
     const state = this.chunkState(chunkIndex);
     const targets = this.writeTargets(record, state);
+    const followers = this.followerTargets(record);
     for (const nodeId of targets) {
       const pending = state.pending.get(nodeId) ?? new Set<number>();
       state.pending.set(nodeId, pending);
       pending.add(seq);
     }
-    const results = await Promise.allSettled(
-      targets.map((nodeId) =>
-        this.callReplica(nodeId, "write", signal, (replica, s) =>
-          call(replica, chunk, { epoch: this.epochValue, seq, signal: s }),
-        ),
-      ),
-    );
+    const send = (nodeId: NodeId) =>
+      this.callReplica(nodeId, "write", signal, (replica, s) =>
+        call(replica, chunk, { epoch: this.epochValue, seq, signal: s }),
+      );
+    const followed = Promise.allSettled(followers.map(send));
+    const results = await Promise.allSettled(targets.map(send));
     let acknowledged = 0;
     const failed: { nodeId: NodeId; error: unknown; safeSeq: number }[] = [];
     results.forEach((result, i) => {
@@ -701,6 +758,18 @@ export class Volume implements BlockDevice {
       failed.push({ nodeId, error: result.reason, safeSeq: Math.min(...pending) - 1 });
     });
     this.fenceOnAny(failed.map((f) => f.error));
+    // The acknowledgement waits for the uncounted replicas too (each call has its deadline):
+    // a write acknowledged while still in flight to a replica the mover is about to report
+    // caught up could land there after the report.
+    const followerResults = await followed;
+    followerResults.forEach((result, i) => {
+      if (result.status === "fulfilled") return;
+      if (isHesError(result.reason, "HES_FENCED")) this.fenceOnAny([result.reason]);
+      this.log.info(
+        { chunkIndex, nodeId: followers[i], err: String(result.reason) },
+        "write to a filling or stale replica failed; its mover redoes it",
+      );
+    });
     // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
     // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
     // replica's pending set, so a later report's watermark stays below it.
@@ -714,8 +783,8 @@ export class Volume implements BlockDevice {
     if (acknowledged < this.record.writeQuorum) {
       throw new HesError(
         "HES_QUORUM_LOST",
-        `chunk ${chunkIndex} of ${this.name}: ${acknowledged} of ${targets.length} replicas ` +
-          `answered, the write quorum is ${this.record.writeQuorum}`,
+        `chunk ${chunkIndex} of ${this.name}: ${acknowledged} of ${targets.length} in-sync ` +
+          `replicas answered, the write quorum is ${this.record.writeQuorum}`,
         { cause: failed[0]?.error },
       );
     }
@@ -1265,10 +1334,12 @@ export class Volume implements BlockDevice {
     await source.prepare(sourceIndex);
     const targetIndex = Math.floor(toBytes / this.record.chunkSizeBytes);
     const targetRecord = await this.writableChunk(targetIndex);
+    // Every replica of the target gets the copy (filling and stale ones too), so every one
+    // must hold the source chunk: the whole sets are compared, states included.
     const nodes = (r: ChunkRecord) =>
-      inSyncReplicas(r)
-        .map((x) => x.nodeId)
-        .sort((a, b) => a - b)
+      r.replicas
+        .map((x) => `${x.nodeId}:${x.state === "in-sync"}`)
+        .sort((a, b) => a.localeCompare(b))
         .join(",");
     if (nodes(sourceRecord) !== nodes(targetRecord)) return false;
     const sourceSide = {

@@ -263,6 +263,29 @@ describe("data plane over sockets", () => {
     await server.close();
   });
 
+  test("a connection silent for a whole deadline is dropped; the next call reconnects", async () => {
+    // A peer that accepts and never answers nor closes: a half-open socket after a restart.
+    const sockets: net.Socket[] = [];
+    const blackHole = net.createServer((socket) => {
+      sockets.push(socket);
+      socket.on("error", () => undefined);
+    });
+    await new Promise<void>((resolve) => blackHole.listen(0, "127.0.0.1", resolve));
+    const { port } = blackHole.address() as net.AddressInfo;
+    const client = new FrameClient({ address: { host: "127.0.0.1", port } });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const error = await client.call(OP_ECHO, { deadlineMs: 30 }).catch((e: unknown) => e);
+        assert.ok(isHesError(error, "HES_TIMEOUT"), String(error));
+      }
+      assert.equal(sockets.length, 2, "the silent connection was replaced");
+    } finally {
+      await client.close();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => blackHole.close(resolve));
+    }
+  });
+
   test("calls after close fail with HES_CLOSED", () =>
     withServer(async (address) => {
       const client = new FrameClient({ address });

@@ -70,6 +70,8 @@ interface Live {
   readonly socket: net.Socket;
   readonly sink: FrameSink;
   readonly decoder: FrameDecoder;
+  /** Monotonic ms of the last bytes received (or of the connect). */
+  lastReceiveAtMs: number;
 }
 
 /** A pipelined connection to one data-plane server. */
@@ -234,12 +236,21 @@ export class FrameClient {
     });
   }
 
-  /** Fails every call past its deadline and re-arms the timer for the earliest remaining one. */
+  /**
+   * Fails every call past its deadline and re-arms the timer for the earliest remaining one.
+   * When nothing at all was received during an expired call's whole deadline, the connection
+   * is presumed dead (a peer that restarted or vanished behind a partition leaves a half-open
+   * socket that TCP may take minutes to notice): it is dropped, so the next call reconnects.
+   */
   private expireDeadlines(): void {
     const now = this.clock.nowMs();
     let earliest = Number.POSITIVE_INFINITY;
+    let silent = false;
+    const live = this.live;
     for (const [requestId, entry] of this.pending) {
       if (entry.deadlineAtMs <= now) {
+        const sentAtMs = entry.deadlineAtMs - entry.deadlineMs;
+        if (live !== undefined && live.lastReceiveAtMs <= sentAtMs) silent = true;
         this.settle(requestId)?.reject(
           new HesError(
             "HES_TIMEOUT",
@@ -252,6 +263,21 @@ export class FrameClient {
       }
     }
     if (earliest !== Number.POSITIVE_INFINITY) this.armDeadlineTimer(earliest);
+    if (silent && live !== undefined && this.live === live) {
+      this.logger.warn(
+        { target: this.target },
+        "data-plane connection silent for a whole deadline; dropping it",
+      );
+      this.live = undefined;
+      // Failed here, not by the socket's close event: by then a new connection may carry calls.
+      this.failAll(
+        new HesError(
+          "HES_UNAVAILABLE",
+          `connection to ${this.target} silent; effect of in-flight requests unknown`,
+        ),
+      );
+      live.socket.destroy();
+    }
   }
 
   /** Removes a pending call and frees its slot; undefined when it already settled. */
@@ -400,9 +426,11 @@ export class FrameClient {
         expectKind: FrameKind.response,
         payloadBytesMax: this.options.payloadBytesMax ?? FRAME_PAYLOAD_BYTES_DEFAULT,
       }),
+      lastReceiveAtMs: this.clock.nowMs(),
     };
     const onFrame = (frame: Frame): void => this.onFrame(frame);
     socket.on("data", (chunk: Buffer) => {
+      live.lastReceiveAtMs = this.clock.nowMs();
       try {
         live.decoder.push(chunk, onFrame);
       } catch (error) {
@@ -417,7 +445,10 @@ export class FrameClient {
       this.logger.debug({ err: error, target: this.target }, "data-plane socket error"),
     );
     socket.on("close", () => {
-      if (this.live === live) this.live = undefined;
+      // Not the current connection (dropped as silent, or the client closed): its calls were
+      // failed then, and the pending ones now belong to a newer connection.
+      if (this.live !== live) return;
+      this.live = undefined;
       this.failAll(
         new HesError(
           "HES_UNAVAILABLE",
