@@ -440,6 +440,10 @@ export class DiskStore {
   private pump(): void {
     this.pumping ??= this.pumpLoop().finally(() => {
       this.pumping = undefined;
+      // A record pushed after the loop's last check but before this callback ran found
+      // `pumping` still set and started nothing: without this re-check it would wait for the
+      // next write to come along (for ever, when none does: a lost wakeup).
+      if (this.failure === undefined && this.queue.length > 0) this.pump();
     });
   }
 

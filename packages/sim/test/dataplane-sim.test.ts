@@ -232,7 +232,10 @@ async function runSeedWith(seed: number, clock: ManualClock): Promise<void> {
         if (process.env.HES_SIM_TRACE) console.error(`heal round ${round} mover ${node.nodeId}`);
         const mover = new Mover({
           ...(process.env.HES_SIM_TRACE ? { logger: traceLogger } : {}),
-          chunksInFlightMax: Number(process.env.HES_SIM_MOVER_CHUNKS ?? 1),
+          // The Mover's own default (2 chunks in flight) unless overridden.
+          ...(process.env.HES_SIM_MOVER_CHUNKS
+            ? { chunksInFlightMax: Number(process.env.HES_SIM_MOVER_CHUNKS) }
+            : {}),
           nodeId: node.nodeId,
           control: cluster.control(node.nodeId),
           replicas,
@@ -412,12 +415,11 @@ function flipDataBit(node: SimNode, model: number[][], prng: Prng, seed: number)
 const SEEDS = Number(process.env.HES_SIM_SEEDS ?? (process.env.HES_SOAK === "1" ? 200 : 12));
 const FIRST = Number(process.env.HES_SIM_FIRST_SEED ?? 1);
 
-// OPEN FINDING: with two chunk copies in flight per mover (HES_SIM_MOVER_CHUNKS=2, the
-// Mover's default) every seed tried hangs: one of two concurrent catch-ups/rebuilds into the
-// same store never sees its final import (a lone version record) resolve; HES_SIM_TRACE=1
-// shows where. The same concurrency over real files and sockets (mover-scrub tests, the
-// rebuild benchmark) completes, so the store over SimDisk, or this harness's clock, may be
-// at fault; not yet known. The default here runs one copy at a time.
+// Regression: with two chunk copies in flight per mover (the Mover's default) every seed
+// used to hang: a record queued into a store between its commit pump's exit and the clearing
+// of its "pumping" mark was never written (a lost wakeup in the extent store's DiskStore.pump;
+// SimDisk completes IO on microtasks, which makes that window reachable). Fixed in the store;
+// packages/extent-store/test/pump-wakeup.test.ts pins it deterministically.
 const enabled = process.env.HES_DATAPLANE_SIM !== "0";
 
 test(`replicas converge to every acknowledged write after crashes, EIO, bit flips and wipes (${SEEDS} seeds)`, {
