@@ -38,10 +38,20 @@ class Model {
   );
   readonly kinds = new Map<number, "W" | "D">([[0, "D"]]);
   readonly inflight = new Map<number, Op>();
+  /** Per block, the ops issued on it (newest last, bounded): printed when a check fails. */
+  readonly history = new Map<string, string[]>();
+  round = 0;
   acks = 0;
 
   issue(op: Op): void {
     this.kinds.set(op.seq, op.kind);
+    for (let b = op.first; b < op.first + op.count; b++) {
+      const key = `${op.chunk}/${b}`;
+      const list = this.history.get(key) ?? [];
+      list.push(`${op.kind}${op.seq}@r${this.round}`);
+      if (list.length > 8) list.shift();
+      this.history.set(key, list);
+    }
     this.inflight.set(op.seq, op);
   }
 
@@ -54,6 +64,16 @@ class Model {
       (this.settled[op.chunk] as number[])[b] = seq;
     }
   }
+}
+
+/** What a block holds, for failure messages: zeros, a write's content, or garbage. */
+function describe(got: Uint8Array, chunk: number, block: number): string {
+  if (got.every((byte) => byte === 0)) return "zeros";
+  const view = new DataView(got.buffer, got.byteOffset, got.byteLength);
+  const seq = view.getUint32(0, true);
+  const at = `${view.getUint32(4, true)}/${view.getUint32(8, true)}`;
+  const exact = Buffer.from(got).equals(blockContent(seq, chunk, block));
+  return `${exact ? "exact" : "garbage claiming"} seq ${seq} of block ${at}`;
 }
 
 function holds(got: Uint8Array, seq: number, kind: "W" | "D", chunk: number, block: number) {
@@ -128,7 +148,9 @@ async function verify(dir: string, model: Model): Promise<void> {
         );
         assert.ok(
           candidate !== undefined && holds(got, candidate.seq, candidate.kind, chunk, block),
-          `chunk ${chunk} block ${block}: neither seq ${old} nor the in-flight op`,
+          `chunk ${chunk} block ${block}: neither seq ${old} nor the in-flight op; it holds ` +
+            `${describe(got, chunk, block)}; ops on it: ` +
+            `${(model.history.get(`${chunk}/${block}`) ?? []).join(" ")} (round ${model.round})`,
         );
       }
     }
@@ -170,6 +192,7 @@ test(`kill -9 at random moments loses no acknowledged write (${ROUNDS} rounds)`,
   try {
     for (let round = 0; round < ROUNDS; round++) {
       try {
+        model.round = round;
         nextSeq = (await runChild(dir, prng.int(1_000_000), nextSeq, model, prng)) + 1;
         await verify(dir, model);
       } catch (error) {
