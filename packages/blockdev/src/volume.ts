@@ -1647,8 +1647,8 @@ export class Volume implements BlockDevice {
   /**
    * Copies every block a linked clone still reads through its parent into the clone, in the
    * background, one chunk at a time (each chunk held while it is copied, so guest writes
-   * interleave). Progress counts chunks. The map's parent link stays (the cluster map has no
-   * command to cut it yet); once flattened, no read reaches the parent.
+   * interleave). Progress counts chunks. Once every chunk is copied the map's parent link is
+   * cut (`detachClone`, under this owner's lease): the parent snapshot may then be deleted.
    */
   flatten(options: { readonly signal?: AbortSignal } = {}): FlattenJob {
     const total = chunkCount(this.record);
@@ -1666,8 +1666,24 @@ export class Volume implements BlockDevice {
         );
         doneChunks++;
       }
+      await this.detachFromParent();
     })();
     return { done, progress: () => ({ chunksDone: doneChunks, chunksTotal: total }) };
+  }
+
+  /** Cuts the parent link; from then on every read stays in this volume. */
+  private async detachFromParent(): Promise<void> {
+    this.checkUsable();
+    await this.deps.control.propose({
+      kind: "detachClone",
+      fields: {
+        volumeId: this.volumeId,
+        nodeId: this.deps.control.nodeId,
+        epoch: this.epochValue,
+      },
+    });
+    const record = this.deps.control.view().volume(this.volumeId);
+    if (record !== undefined && record.epoch === this.epochValue) this.record = record;
   }
 
   private async flattenChunk(
