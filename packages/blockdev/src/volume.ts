@@ -58,6 +58,8 @@ import {
   VOLUME_QUEUED_OPS_MAX,
   VOLUME_RECONCILE_SEQ_WINDOW,
   VOLUME_REPLICA_PIECE_BYTES,
+  VOLUME_REPORT_DEADLINE_MS,
+  VOLUME_REPORT_RETRY_MS,
   VOLUME_REQUEST_BYTES_MAX,
   VOLUME_SEAL_ATTEMPTS_MAX,
   VOLUME_SEAL_RETRY_MS,
@@ -661,14 +663,52 @@ export class Volume implements BlockDevice {
    */
   private async reportFailure(chunkIndex: number, nodeId: NodeId, safeSeq: number): Promise<void> {
     try {
-      await this.deps.control.propose({
-        kind: "reportReplicaFailure",
-        fields: { volumeId: this.volumeId, chunkIndex, epoch: this.epochValue, nodeId, safeSeq },
-      });
+      await this.proposeReport(chunkIndex, nodeId, safeSeq);
       this.log.warn({ chunkIndex, nodeId, safeSeq }, "replica left the in-sync set");
     } catch (error) {
       if (isHesError(error, "HES_FENCED")) this.fence(error as HesError);
       throw error;
+    }
+  }
+
+  /**
+   * Proposes the failure report, retried across a leader change for up to
+   * VOLUME_REPORT_DEADLINE_MS: the replica's node dying may also have taken the Raft leader,
+   * and the write should not fail for an election. A repeat is harmless (a stale replica
+   * stays stale); an attempt whose outcome was unknown but that landed shows in the map.
+   */
+  private async proposeReport(chunkIndex: number, nodeId: NodeId, safeSeq: number) {
+    const { clock, control } = this.deps;
+    const endMs = clock.nowMs() + VOLUME_REPORT_DEADLINE_MS;
+    const fields = { volumeId: this.volumeId, chunkIndex, epoch: this.epochValue, nodeId, safeSeq };
+    for (;;) {
+      const attempt = new AbortController();
+      const timer = clock.setTimer(Math.max(1, endMs - clock.nowMs()), () => attempt.abort());
+      try {
+        await control.propose({ kind: "reportReplicaFailure", fields }, { signal: attempt.signal });
+        return;
+      } catch (error) {
+        const unknown = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT", "HES_NOT_LEADER");
+        if (!unknown && !attempt.signal.aborted) throw error;
+        if (attempt.signal.aborted || clock.nowMs() >= endMs) {
+          throw new HesError(
+            "HES_TIMEOUT",
+            `${this.name}: the map did not take the failure of node ${nodeId} (chunk ` +
+              `${chunkIndex}) within ${VOLUME_REPORT_DEADLINE_MS} ms`,
+            { cause: error },
+          );
+        }
+        const replica = control
+          .view()
+          .chunk(this.volumeId, chunkIndex)
+          ?.replicas.find((r) => r.nodeId === nodeId);
+        // An attempt whose outcome was unknown landed, or the replica left the set meanwhile.
+        if (replica === undefined || replica.state !== "in-sync") return;
+        this.log.debug({ chunkIndex, nodeId, err: String(error) }, "failure report retried");
+      } finally {
+        timer.cancel();
+      }
+      await clock.sleep(VOLUME_REPORT_RETRY_MS);
     }
   }
 
