@@ -47,7 +47,7 @@ function flakyControl(nodeId: NodeId, mode: Mode, failures: number) {
 async function writeWithFlakyReports(name: string, mode: Mode) {
   const { control, seen } = flakyControl(1, mode, 3);
   const manager = new VolumeManager({ control, directory: t.directory });
-  await manager.create({ name, sizeBytes: 2 * MiB, chunkSizeBytes: MiB, replicas: 3 });
+  await manager.create({ name, sizeBytes: 2 * MiB, chunkSizeBytes: MiB, replicationFactor: 3 });
   const volume = await manager.open({ name });
   await volume.write({ offsetBytes: 0, data: pattern(1, 4096) });
   const chunk = t.cluster.map.chunk(volume.volumeId, 0);
