@@ -84,3 +84,13 @@ export const VOLUME_REPORT_DEADLINE_MS = 10_000;
 /** Pause between report attempts: half a Raft tick, so a new leader is found quickly. */
 export const VOLUME_REPORT_RETRY_MS = 50;
 assert(VOLUME_REPORT_RETRY_MS < VOLUME_REPORT_DEADLINE_MS, "a report gets several attempts");
+
+/**
+ * How long close() waits for the map to take the lease release. A host stopped after its peers
+ * has no quorum and would otherwise wait the map's whole proposal deadline (10 s) for nothing;
+ * 3 s still covers one election (1–2 s) when close meets a leader change. When it runs out the
+ * volume is closed anyway (every acknowledged write is durable on its replicas) and the lease
+ * stays recorded in the map: the next owner must open with takeover, which fences this epoch.
+ */
+export const VOLUME_CLOSE_RELEASE_MS = 3000;
+assert(VOLUME_CLOSE_RELEASE_MS < VOLUME_REPORT_DEADLINE_MS, "close gives up sooner than IO");

@@ -53,6 +53,7 @@ import {
 } from "./geometry.js";
 import {
   VOLUME_BLOCK_BYTES,
+  VOLUME_CLOSE_RELEASE_MS,
   VOLUME_INFLIGHT_OPS_MAX,
   VOLUME_LOGICAL_BLOCK_BYTES,
   VOLUME_QUEUED_OPS_MAX,
@@ -1774,17 +1775,31 @@ export class Volume implements BlockDevice {
     this.closed = true;
     this.unsubscribe();
     if (this.fencedError !== undefined) return;
+    // Bounded (see VOLUME_CLOSE_RELEASE_MS): without quorum the lease stays in the map and the
+    // next owner takes it over; every acknowledged write is durable on its replicas already.
+    const release = new AbortController();
+    const timer = this.deps.clock.setTimer(VOLUME_CLOSE_RELEASE_MS, () => release.abort());
     await this.deps.control
-      .propose({
-        kind: "closeVolume",
-        fields: {
-          volumeId: this.volumeId,
-          nodeId: this.deps.control.nodeId,
-          epoch: this.epochValue,
+      .propose(
+        {
+          kind: "closeVolume",
+          fields: {
+            volumeId: this.volumeId,
+            nodeId: this.deps.control.nodeId,
+            epoch: this.epochValue,
+          },
         },
-      })
+        { signal: release.signal },
+      )
       .catch((error: unknown) => {
-        if (!isHesError(error, "HES_FENCED")) throw error;
-      });
+        if (isHesError(error, "HES_FENCED")) return;
+        const noMap = isHesError(error, "HES_TIMEOUT", "HES_UNAVAILABLE", "HES_NOT_LEADER");
+        if (!release.signal.aborted && !noMap) throw error;
+        this.log.warn(
+          { err: String(error), epoch: this.epochValue },
+          "close: the map did not take the lease release; the next owner must open with takeover",
+        );
+      })
+      .finally(() => timer.cancel());
   }
 }
