@@ -43,6 +43,7 @@ let dirs = 0;
 const REGRESSION_SEEDS: readonly number[] = [
   12, // a failed zero-write has an unknown outcome too (a test bug, kept as a case)
   41, // a snapshot pinned on one replica that later left the in-sync set (the pin gap)
+  1063, // the heal left the last event's dropped link down (a test bug, kept as a case)
 ];
 
 class SimNode {
@@ -329,10 +330,9 @@ interface SnapshotExpectation {
   readonly name: string;
   readonly blocks: Set<number | undefined>[];
   /**
-   * Whether a replica of a placed chunk was not in sync when it was taken: pins go only to
-   * in-sync replicas and are not copied by rebuild/catch-up (a known gap, blockdev README), so
-   * such a snapshot may lose every replica holding its pin and become unreadable (NOT_FOUND),
-   * which is counted, never wrong content.
+   * Whether a replica of a placed chunk was not in sync when it was taken: the owner pins only
+   * in-sync replicas, and the mover must copy the pin to the others when they catch up (seed
+   * 41 read a snapshot whose only pinned replica had left the in-sync set, before it did).
    */
   readonly partial: boolean;
 }
@@ -488,8 +488,8 @@ async function betweenRounds(
   return volume;
 }
 
-/** Snapshots taken while a replica was out of sync that later lost every pinned replica. */
-let unreadableSnapshots = 0;
+/** Snapshots taken while a replica was out of sync (pinned on fewer, copied by the mover). */
+let partialSnapshots = 0;
 
 /** The diff from `s` covers every block that certainly changed; a clone of it reads `s`. */
 async function checkSnapshot(
@@ -531,6 +531,8 @@ async function finish(
   snapshots: SnapshotExpectation[],
 ): Promise<void> {
   for (const node of world.nodes) {
+    node.dropped = false;
+    node.slowMs = 0;
     if (node.store === undefined) await node.open(false);
   }
   for (const node of world.nodes) await catchUp(run, world, node);
@@ -552,13 +554,8 @@ async function finish(
   }
   const manager = world.managers[owner] as VolumeManager;
   for (const s of snapshots) {
-    try {
-      await checkSnapshot(run, manager, volume, s, expected);
-    } catch (error) {
-      if (!s.partial || !isHesError(error, "HES_NOT_FOUND")) throw error;
-      unreadableSnapshots++;
-      trace(run, `snapshot ${s.name} lost its pinned replicas: ${String(error)}`);
-    }
+    await checkSnapshot(run, manager, volume, s, expected);
+    if (s.partial) partialSnapshots++;
   }
   await volume.close();
   const result = checkLinearizable(run.history);
@@ -588,5 +585,5 @@ test(`volume simulation: ${seedCount} seeds`, async (t) => {
       throw error;
     }
   }
-  t.diagnostic(`snapshots unreadable after losing their pinned replicas: ${unreadableSnapshots}`);
+  t.diagnostic(`snapshots taken while a replica was out of sync, checked: ${partialSnapshots}`);
 });
