@@ -19,7 +19,7 @@ after(async () => {
   await t.close();
 });
 
-test("a replica caught up after a snapshot gets the snapshot's pin from an in-sync one", async () => {
+test("a replica caught up after a snapshot gets its pin from an in-sync one", async () => {
   const manager = t.manager(1);
   await manager.create({ name: "pins", sizeBytes: 2 * MiB, chunkSizeBytes: MiB });
   const volume = await manager.open({ name: "pins" });

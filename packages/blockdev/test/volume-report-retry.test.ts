@@ -58,7 +58,7 @@ async function writeWithFlakyReports(name: string, mode: Mode) {
 }
 
 for (const mode of ["lost", "applied-unknown"] as const) {
-  test(`a failure report that meets a leader change (${mode}) is retried; the write succeeds`, async () => {
+  test(`a failure report meeting a leader change (${mode}) is retried; the write succeeds`, async () => {
     const { volume, victim, seen } = await writeWithFlakyReports(`retry-${mode}`, mode);
     try {
       await volume.write({ offsetBytes: 4096, data: pattern(2, 4096) });
@@ -79,7 +79,7 @@ for (const mode of ["lost", "applied-unknown"] as const) {
   });
 }
 
-test("a map that never takes the report fails the write with HES_TIMEOUT at the bound", async () => {
+test("a map that never takes the report fails the write with HES_TIMEOUT", async () => {
   const { volume, victim } = await writeWithFlakyReports("retry-never", "never");
   try {
     const started = performance.now();

@@ -28,7 +28,7 @@ async function waitFor(what: string, timeoutMs: number, check: () => Promise<boo
   }
 }
 
-test("a host stopped after its peers stops promptly; the next owner takes the volume over", async () => {
+test("a host stopped after its peers stops promptly; the next owner takes over", async () => {
   const dir = mkdtempSync(join(tmpdir(), "hes-host-stop-"));
   const basePort = 20_000 + Math.floor(Math.random() * 20_000);
   await initCluster({

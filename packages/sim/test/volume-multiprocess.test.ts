@@ -4,7 +4,8 @@
  * never land. Method: a three-node cluster on loopback (development plaintext): node 1 is a
  * Host in this process, whose volume the test drives as a host agent would; nodes 2 and 3 are
  * `hes node start` processes. Concurrent writers and readers run while a node (the Raft leader
- * when it is one of the children) is killed with SIGKILL and restarted, and no write may fail; then node 3 takes the volume over (`hes export --takeover`), the
+ * when it is one of the children) is killed with SIGKILL and restarted, and no write may
+ * fail; then node 3 takes the volume over (`hes export --takeover`), the
  * in-process owner's next write must fail HES_FENCED, and the whole volume is read back over
  * node 3's NBD export and checked, with the history, by the WGL checker (one register per
  * 4 KiB block; every write stamps its id into each block it writes).

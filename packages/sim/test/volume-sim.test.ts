@@ -12,7 +12,8 @@
  * value is the id of the write that produced it (stamped into every byte pattern), so a read
  * returns values; the history goes to the WGL checker per block. Failed writes have unknown
  * outcomes (they may land or not). Replay one seed: HES_SIM_FIRST_SEED=N HES_SIM_SEEDS=1
- * (HES_SIM_TRACE=1 prints each step); HES_SOAK=1 runs 200 fresh seeds (CI: the regression seeds and 20 fresh ones, ≈ 15 s idle, ≤ 60 s loaded).
+ * (HES_SIM_TRACE=1 prints each step); HES_SOAK=1 runs 200 fresh seeds (CI: the regression
+ * seeds and 20 fresh ones, ≈ 15 s idle, ≤ 60 s loaded).
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";

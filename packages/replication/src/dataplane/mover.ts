@@ -445,7 +445,8 @@ export class Mover {
     }
     throw new HesError(
       "HES_BUSY",
-      `snapshot ${snapshotId} of chunk ${key(chunk)}: writes spoiled ${MOVER_PIN_COPY_ATTEMPTS_MAX} copies`,
+      `snapshot ${snapshotId} of chunk ${key(chunk)}: ` +
+        `writes spoiled ${MOVER_PIN_COPY_ATTEMPTS_MAX} copies`,
     );
   }
 
