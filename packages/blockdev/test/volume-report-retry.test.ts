@@ -58,7 +58,7 @@ async function writeWithFlakyReports(name: string, mode: Mode) {
 }
 
 for (const mode of ["lost", "applied-unknown"] as const) {
-  test(`a failure report meeting a leader change (${mode}) is retried; the write succeeds`, async () => {
+  test(`a report meeting a leader change (${mode}) is retried; the write succeeds`, async () => {
     const { volume, victim, seen } = await writeWithFlakyReports(`retry-${mode}`, mode);
     try {
       await volume.write({ offsetBytes: 4096, data: pattern(2, 4096) });
