@@ -72,3 +72,25 @@ assert(
 export const VOLUME_SEAL_ATTEMPTS_MAX = 4;
 /** Pause between seal attempts: longer than the data-plane client's longest backoff (2 s). */
 export const VOLUME_SEAL_RETRY_MS = 750;
+
+/**
+ * How long a volume keeps trying to report a failed replica to the cluster map before the
+ * write fails. A replica often fails because its node died, and that node may have been the
+ * Raft leader: the report then meets a dead leader (HES_UNAVAILABLE) until an election (1–2 s
+ * of silence, then a vote) picks another. 10 s covers an election with margin; a cluster
+ * without quorum fails the write at this bound rather than hanging the guest.
+ */
+export const VOLUME_REPORT_DEADLINE_MS = 10_000;
+/** Pause between report attempts: half a Raft tick, so a new leader is found quickly. */
+export const VOLUME_REPORT_RETRY_MS = 50;
+assert(VOLUME_REPORT_RETRY_MS < VOLUME_REPORT_DEADLINE_MS, "a report gets several attempts");
+
+/**
+ * How long close() waits for the map to take the lease release. A host stopped after its peers
+ * has no quorum and would otherwise wait the map's whole proposal deadline (10 s) for nothing;
+ * 3 s still covers one election (1–2 s) when close meets a leader change. When it runs out the
+ * volume is closed anyway (every acknowledged write is durable on its replicas) and the lease
+ * stays recorded in the map: the next owner must open with takeover, which fences this epoch.
+ */
+export const VOLUME_CLOSE_RELEASE_MS = 3000;
+assert(VOLUME_CLOSE_RELEASE_MS < VOLUME_REPORT_DEADLINE_MS, "close gives up sooner than IO");

@@ -53,11 +53,14 @@ import {
 } from "./geometry.js";
 import {
   VOLUME_BLOCK_BYTES,
+  VOLUME_CLOSE_RELEASE_MS,
   VOLUME_INFLIGHT_OPS_MAX,
   VOLUME_LOGICAL_BLOCK_BYTES,
   VOLUME_QUEUED_OPS_MAX,
   VOLUME_RECONCILE_SEQ_WINDOW,
   VOLUME_REPLICA_PIECE_BYTES,
+  VOLUME_REPORT_DEADLINE_MS,
+  VOLUME_REPORT_RETRY_MS,
   VOLUME_REQUEST_BYTES_MAX,
   VOLUME_SEAL_ATTEMPTS_MAX,
   VOLUME_SEAL_RETRY_MS,
@@ -661,14 +664,52 @@ export class Volume implements BlockDevice {
    */
   private async reportFailure(chunkIndex: number, nodeId: NodeId, safeSeq: number): Promise<void> {
     try {
-      await this.deps.control.propose({
-        kind: "reportReplicaFailure",
-        fields: { volumeId: this.volumeId, chunkIndex, epoch: this.epochValue, nodeId, safeSeq },
-      });
+      await this.proposeReport(chunkIndex, nodeId, safeSeq);
       this.log.warn({ chunkIndex, nodeId, safeSeq }, "replica left the in-sync set");
     } catch (error) {
       if (isHesError(error, "HES_FENCED")) this.fence(error as HesError);
       throw error;
+    }
+  }
+
+  /**
+   * Proposes the failure report, retried across a leader change for up to
+   * VOLUME_REPORT_DEADLINE_MS: the replica's node dying may also have taken the Raft leader,
+   * and the write should not fail for an election. A repeat is harmless (a stale replica
+   * stays stale); an attempt whose outcome was unknown but that landed shows in the map.
+   */
+  private async proposeReport(chunkIndex: number, nodeId: NodeId, safeSeq: number) {
+    const { clock, control } = this.deps;
+    const endMs = clock.nowMs() + VOLUME_REPORT_DEADLINE_MS;
+    const fields = { volumeId: this.volumeId, chunkIndex, epoch: this.epochValue, nodeId, safeSeq };
+    for (;;) {
+      const attempt = new AbortController();
+      const timer = clock.setTimer(Math.max(1, endMs - clock.nowMs()), () => attempt.abort());
+      try {
+        await control.propose({ kind: "reportReplicaFailure", fields }, { signal: attempt.signal });
+        return;
+      } catch (error) {
+        const unknown = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT", "HES_NOT_LEADER");
+        if (!unknown && !attempt.signal.aborted) throw error;
+        if (attempt.signal.aborted || clock.nowMs() >= endMs) {
+          throw new HesError(
+            "HES_TIMEOUT",
+            `${this.name}: the map did not take the failure of node ${nodeId} (chunk ` +
+              `${chunkIndex}) within ${VOLUME_REPORT_DEADLINE_MS} ms`,
+            { cause: error },
+          );
+        }
+        const replica = control
+          .view()
+          .chunk(this.volumeId, chunkIndex)
+          ?.replicas.find((r) => r.nodeId === nodeId);
+        // An attempt whose outcome was unknown landed, or the replica left the set meanwhile.
+        if (replica === undefined || replica.state !== "in-sync") return;
+        this.log.debug({ chunkIndex, nodeId, err: String(error) }, "failure report retried");
+      } finally {
+        timer.cancel();
+      }
+      await clock.sleep(VOLUME_REPORT_RETRY_MS);
     }
   }
 
@@ -1647,8 +1688,8 @@ export class Volume implements BlockDevice {
   /**
    * Copies every block a linked clone still reads through its parent into the clone, in the
    * background, one chunk at a time (each chunk held while it is copied, so guest writes
-   * interleave). Progress counts chunks. The map's parent link stays (the cluster map has no
-   * command to cut it yet); once flattened, no read reaches the parent.
+   * interleave). Progress counts chunks. Once every chunk is copied the map's parent link is
+   * cut (`detachClone`, under this owner's lease): the parent snapshot may then be deleted.
    */
   flatten(options: { readonly signal?: AbortSignal } = {}): FlattenJob {
     const total = chunkCount(this.record);
@@ -1666,8 +1707,24 @@ export class Volume implements BlockDevice {
         );
         doneChunks++;
       }
+      await this.detachFromParent();
     })();
     return { done, progress: () => ({ chunksDone: doneChunks, chunksTotal: total }) };
+  }
+
+  /** Cuts the parent link; from then on every read stays in this volume. */
+  private async detachFromParent(): Promise<void> {
+    this.checkUsable();
+    await this.deps.control.propose({
+      kind: "detachClone",
+      fields: {
+        volumeId: this.volumeId,
+        nodeId: this.deps.control.nodeId,
+        epoch: this.epochValue,
+      },
+    });
+    const record = this.deps.control.view().volume(this.volumeId);
+    if (record !== undefined && record.epoch === this.epochValue) this.record = record;
   }
 
   private async flattenChunk(
@@ -1718,17 +1775,31 @@ export class Volume implements BlockDevice {
     this.closed = true;
     this.unsubscribe();
     if (this.fencedError !== undefined) return;
+    // Bounded (see VOLUME_CLOSE_RELEASE_MS): without quorum the lease stays in the map and the
+    // next owner takes it over; every acknowledged write is durable on its replicas already.
+    const release = new AbortController();
+    const timer = this.deps.clock.setTimer(VOLUME_CLOSE_RELEASE_MS, () => release.abort());
     await this.deps.control
-      .propose({
-        kind: "closeVolume",
-        fields: {
-          volumeId: this.volumeId,
-          nodeId: this.deps.control.nodeId,
-          epoch: this.epochValue,
+      .propose(
+        {
+          kind: "closeVolume",
+          fields: {
+            volumeId: this.volumeId,
+            nodeId: this.deps.control.nodeId,
+            epoch: this.epochValue,
+          },
         },
-      })
+        { signal: release.signal },
+      )
       .catch((error: unknown) => {
-        if (!isHesError(error, "HES_FENCED")) throw error;
-      });
+        if (isHesError(error, "HES_FENCED")) return;
+        const noMap = isHesError(error, "HES_TIMEOUT", "HES_UNAVAILABLE", "HES_NOT_LEADER");
+        if (!release.signal.aborted && !noMap) throw error;
+        this.log.warn(
+          { err: String(error), epoch: this.epochValue },
+          "close: the map did not take the lease release; the next owner must open with takeover",
+        );
+      })
+      .finally(() => timer.cancel());
   }
 }

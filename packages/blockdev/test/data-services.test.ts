@@ -124,8 +124,38 @@ test("linked clones read through the parent's snapshot; partial writes copy up; 
   const own = t.cluster.map.chunksOfVolume(clone.volumeId).length;
   assert.equal(own, 4, "every chunk now lives in the clone");
   assert.deepEqual(bytes(await clone.read({ offsetBytes: 0, lengthBytes: 4 * MiB })), bytes(model));
+  // Flatten cut the parent link: the parent's snapshot and the parent itself may now go, and
+  // the clone reads the same without them.
+  assert.equal(t.cluster.map.volume(clone.volumeId)?.parentVolumeId, 0);
+  const parent = await manager.open({ name: "golden" });
+  await parent.snapshots.delete({ name: "base" });
+  await parent.close();
+  await manager.delete({ name: "golden" });
+  assert.deepEqual(bytes(await clone.read({ offsetBytes: 0, lengthBytes: 4 * MiB })), bytes(model));
+  await clone.write({ offsetBytes: 3 * MiB, data: pattern(13, 4096) });
+  model.set(pattern(13, 4096), 3 * MiB);
+  assert.deepEqual(bytes(await clone.read({ offsetBytes: 0, lengthBytes: 4 * MiB })), bytes(model));
   await clone.close();
-  await assert.rejects(manager.delete({ name: "golden" }), (e: unknown) => isHesError(e));
+  const reopened = await manager.open({ name: "vm1" });
+  assert.deepEqual(
+    bytes(await reopened.read({ offsetBytes: 0, lengthBytes: 4 * MiB })),
+    bytes(model),
+  );
+  await reopened.close();
+});
+
+test("a clone not flattened keeps its parent: the parent snapshot cannot be deleted", async () => {
+  const manager = t.manager(1);
+  await manager.create({ name: "golden2", sizeBytes: 2 * MiB, chunkSizeBytes: MiB });
+  const golden = await manager.open({ name: "golden2" });
+  await golden.write({ offsetBytes: 0, data: pattern(30, 8192) });
+  await golden.snapshots.create({ name: "base" });
+  await manager.clone({ source: "golden2", snapshot: "base", name: "vm2" });
+  await assert.rejects(golden.snapshots.delete({ name: "base" }), (e: unknown) =>
+    isHesError(e, "HES_INVALID_ARGUMENT"),
+  );
+  await golden.close();
+  await assert.rejects(manager.delete({ name: "golden2" }), (e: unknown) => isHesError(e));
 });
 
 test("QoS: an IOPS limit paces IO and can be lifted online", async () => {

@@ -34,6 +34,8 @@ export interface TestCluster {
   readonly root: string;
   readonly cluster: DirectCluster;
   readonly nodes: TestNode[];
+  /** Every node's replica behind its fault injection. */
+  readonly directory: ReplicaDirectory;
   /** The manager of node `nodeId` (its replica is the local one). */
   manager(nodeId: NodeId, options?: { replicaDeadlineMs?: number }): VolumeManager;
   close(): Promise<void>;
@@ -104,6 +106,7 @@ export async function startCluster(
     root,
     cluster,
     nodes,
+    directory,
     manager: (nodeId, managerOptions = {}) =>
       new VolumeManager({ control: cluster.control(nodeId), directory, ...managerOptions }),
     async close() {

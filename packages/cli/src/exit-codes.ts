@@ -47,7 +47,9 @@ export const NEXT_STEP_BY_HES_CODE: Readonly<Partial<Record<HesErrorCode, string
   HES_NO_SPACE: "delete snapshots or volumes, or add disks",
   HES_QUORUM_LOST: "bring nodes back up; `hes status` shows which are down",
   HES_UNSUPPORTED: "this build does not implement it yet (see the cli README)",
-  HES_LEASE_HELD: "close the volume on the host that has it open, or open with takeover",
+  HES_LEASE_HELD:
+    "the volume is open on another host: run this against that host's config, close it there, or open with takeover",
+  HES_BUSY: "wait for the operation in progress, or unexport the volume (`hes unexport NAME`)",
 };
 
 export function exitCodeOf(code: HesErrorCode): number {

@@ -3,7 +3,7 @@
  * cluster init) or a node's admin gRPC service (status, volumes). Errors print what went wrong
  * and what to do next, and the exit code follows the error code (exit-codes.ts, README).
  */
-import { HesError, isHesError } from "@hes/base";
+import { isHesError } from "@hes/base";
 import { Command, CommanderError, Option } from "commander";
 import { type AdminTarget, resolveAdminTarget, withAdmin, withHostService } from "./admin.js";
 import {
@@ -40,10 +40,6 @@ function connectionOptions(command: Command): Command {
     .option("--key <file>", "client key (PEM)")
     .option("--insecure", "plaintext to --endpoint (development clusters only)")
     .option("--json", "machine-readable output");
-}
-
-function notYet(what: string): never {
-  throw new HesError("HES_UNSUPPORTED", `${what} is not in this build's admin API yet`);
 }
 
 function checkAddress(text: string, flag: string): string {
@@ -225,9 +221,25 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
         volumeName: parseName(volumeName, "VOLUME"),
         name: parseName(snap, "SNAPSHOT"),
       };
-      await withAdmin(await target(o), async (admin) => {
-        const { snapshot: made } = await admin.createSnapshot(request, { deadlineMs: 15_000 });
-        printSnapshots(io, made === undefined ? [] : [made], !!o.json);
+      // The node that --config/--endpoint names drains the volume's IO and pins its replicas:
+      // it must be the host that has the volume open, or the volume must be open nowhere.
+      const found = await target(o);
+      await withHostService(found, (client) =>
+        client.createSnapshotOnHost(
+          { volumeName: request.volumeName, snapshotName: request.name },
+          { deadlineMs: 60_000 },
+        ),
+      );
+      await withAdmin(found, async (admin) => {
+        const { snapshots } = await admin.listSnapshots(
+          { volumeName: request.volumeName },
+          { deadlineMs: 15_000 },
+        );
+        printSnapshots(
+          io,
+          snapshots.filter((s) => s.name === request.name),
+          !!o.json,
+        );
       });
     },
   );
@@ -251,11 +263,25 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     });
   });
   connectionOptions(
-    snapshot.command("rollback").argument("<volume>").argument("<snapshot>"),
-  ).action((volumeName, snap) => {
-    parseName(volumeName, "VOLUME");
-    parseName(snap, "SNAPSHOT");
-    notYet("hes snapshot rollback (a Volume call on the owning host; no admin RPC yet)");
+    snapshot
+      .command("rollback")
+      .description("make the volume's head equal to the snapshot (the volume must be closed)")
+      .argument("<volume>")
+      .argument("<snapshot>"),
+  ).action(async (volumeName, snap, o) => {
+    const request = {
+      volumeName: parseName(volumeName, "VOLUME"),
+      snapshotName: parseName(snap, "SNAPSHOT"),
+    };
+    // The node that --config/--endpoint names opens the volume, rolls it back and closes it.
+    await withHostService(await target(o), (client) =>
+      client.rollbackSnapshot(request, { deadlineMs: 120_000 }),
+    );
+    io.out(
+      o.json
+        ? `${JSON.stringify({ volume: request.volumeName, rolledBackTo: request.snapshotName })}\n`
+        : `${request.volumeName} rolled back to ${request.snapshotName}\n`,
+    );
   });
 
   connectionOptions(program.command("export").argument("<name>"))
@@ -279,6 +305,15 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
       if (!o.json && path !== undefined) {
         io.out(`  qemu: -drive file=nbd+unix:///${name}?socket=${path},format=raw\n`);
       }
+    });
+  connectionOptions(program.command("unexport").argument("<name>"))
+    .description("end a volume's NBD export on that node and close the volume there")
+    .action(async (name, o) => {
+      const checked = parseName(name, "NAME");
+      await withHostService(await target(o), (client) =>
+        client.unexportVolume({ name: checked }, { deadlineMs: 30_000 }),
+      );
+      io.out(o.json ? `${JSON.stringify({ unexported: checked })}\n` : `${checked} closed\n`);
     });
   return program;
 }

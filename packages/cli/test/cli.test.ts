@@ -103,6 +103,17 @@ test("cluster init writes a cluster; a second init into it is refused with exit 
   }
 });
 
+/** Runs qemu-io against an NBD URI; fails the test with its output when the command fails. */
+function qemuIo(uri: string, command: string): void {
+  const result = spawnSync("qemu-io", ["-f", "raw", "-c", command, uri], {
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  const output = `${result.stdout}${result.stderr}`;
+  assert.equal(result.status, 0, `qemu-io ${command}: ${output}`);
+  assert.doesNotMatch(output, /Pattern verification failed|error/i, `qemu-io ${command}`);
+}
+
 /** Runs the bin without blocking this process's event loop. */
 function hesAsync(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
@@ -213,10 +224,45 @@ test("node start runs a node over mTLS until SIGTERM; the CLI reaches it with it
     ]);
     assert.equal(exported.code, 0, exported.err);
     assert.match(exported.out, /vm-1 exported at unix:/);
+    const uri = `nbd+unix:///vm-1?socket=${socket}`;
+    qemuIo(uri, "write -P 0xaa 0 256k");
     const snap = await hesAsync(["snapshot", "create", "vm-1", "s1", "--config", config]);
     assert.equal(snap.code, 0, snap.err);
     const listed = await hesAsync(["snapshot", "ls", "vm-1", "--json", "--config", config]);
     assert.equal(JSON.parse(listed.out)[0].name, "s1");
+    qemuIo(uri, "write -P 0xbb 64k 512k");
+    // Rollback while the volume is exported would change the disk under the guest: refused.
+    const busy = await hesAsync(["snapshot", "rollback", "vm-1", "s1", "--config", config]);
+    assert.equal(busy.code, 31, busy.err);
+    assert.match(busy.err, /unexport it[\s\S]*next:/);
+    qemuIo(uri, "read -P 0xbb 64k 512k");
+    const closed = await hesAsync(["unexport", "vm-1", "--config", config]);
+    assert.equal(closed.code, 0, closed.err);
+    const noSnap = await hesAsync(["snapshot", "rollback", "vm-1", "s9", "--config", config]);
+    assert.equal(noSnap.code, 11, noSnap.err);
+    const back = await hesAsync([
+      "snapshot",
+      "rollback",
+      "vm-1",
+      "s1",
+      "--json",
+      "--config",
+      config,
+    ]);
+    assert.equal(back.code, 0, back.err);
+    assert.deepEqual(JSON.parse(back.out), { volume: "vm-1", rolledBackTo: "s1" });
+    const again2 = await hesAsync([
+      "export",
+      "vm-1",
+      "--nbd",
+      `unix:${socket}`,
+      "--config",
+      config,
+    ]);
+    assert.equal(again2.code, 0, again2.err);
+    // The head is the snapshot again: 0xaa where it was, zeroes past it (a hole then).
+    qemuIo(uri, "read -P 0xaa 0 256k");
+    qemuIo(uri, "read -P 0 256k 320k");
     const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
     child.kill("SIGTERM");
     assert.equal(await exited, 0);

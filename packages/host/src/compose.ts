@@ -136,7 +136,31 @@ export function clusterComponents(): HostComponents {
     openVolume: async (_context, _member, name, options) => {
       if (manager === undefined) throw new TypeError("volumes need the cluster member");
       const volume = await manager.open({ name, takeover: options.takeover });
-      return { device: volume, close: () => volume.close() };
+      return {
+        device: volume,
+        close: () => volume.close(),
+        createSnapshot: async (snapshotName) => {
+          await volume.snapshots.create({ name: snapshotName });
+        },
+      };
+    },
+    snapshotVolume: async (_context, _member, name, snapshotName) => {
+      if (manager === undefined) throw new TypeError("volumes need the cluster member");
+      const volume = await manager.open({ name, takeover: false });
+      try {
+        await volume.snapshots.create({ name: snapshotName });
+      } finally {
+        await volume.close();
+      }
+    },
+    rollbackVolume: async (_context, _member, name, snapshotName) => {
+      if (manager === undefined) throw new TypeError("volumes need the cluster member");
+      const volume = await manager.open({ name, takeover: false });
+      try {
+        await volume.snapshots.rollback({ name: snapshotName });
+      } finally {
+        await volume.close();
+      }
     },
   };
 }

@@ -61,6 +61,8 @@ export interface HostContext {
 export interface OpenedVolume {
   readonly device: BlockDevice;
   close(): Promise<void>;
+  /** Takes a snapshot (drains in-flight IO, records it in the map, pins the replicas). */
+  createSnapshot?(name: string): Promise<void>;
 }
 
 /** The pieces other packages build; each absent one is reported, never faked. */
@@ -76,6 +78,23 @@ export interface HostComponents {
     name: string,
     options: { readonly takeover: boolean },
   ) => Promise<OpenedVolume>;
+  /** Snapshots a volume that is not open anywhere (opened here without takeover, closed). */
+  readonly snapshotVolume?: (
+    context: HostContext,
+    member: HostMember | undefined,
+    name: string,
+    snapshotName: string,
+  ) => Promise<void>;
+  /**
+   * Rolls a volume back to one of its snapshots: opens it here without takeover (so a volume
+   * open on another host is refused with HES_LEASE_HELD), rolls back, closes it.
+   */
+  readonly rollbackVolume?: (
+    context: HostContext,
+    member: HostMember | undefined,
+    name: string,
+    snapshotName: string,
+  ) => Promise<void>;
 }
 
 export interface HostOptions {
@@ -110,7 +129,11 @@ interface VolumeEntry {
 
 export class Host {
   private readonly volumes = new Map<string, VolumeEntry>();
+  /** Volumes being rolled back here (open for that alone; not usable meanwhile). */
+  private readonly rollingBack = new Set<string>();
   private nbd: NbdServer | undefined;
+  /** Unix sockets the NBD server listens on (it keeps them until stop). */
+  private readonly nbdSockets = new Set<string>();
   private stopping: Promise<void> | undefined;
   private metricsServer: MetricsServer | undefined;
 
@@ -211,6 +234,9 @@ export class Host {
     if (typeof name !== "string" || name.length === 0) throw new TypeError("name must be a string");
     const open = this.volumes.get(name);
     if (open !== undefined) return open.metered;
+    if (this.rollingBack.has(name)) {
+      throw new HesError("HES_BUSY", `volume ${name} is being rolled back on this host`);
+    }
     if (this.volumes.size >= OPEN_VOLUMES_MAX) {
       throw new HesError("HES_BUSY", `${OPEN_VOLUMES_MAX} volumes are open on this host already`);
     }
@@ -249,7 +275,12 @@ export class Host {
   private async listenNbd(target: ExportTarget): Promise<string> {
     const nbd = this.nbd as NbdServer;
     if ("unix" in target) {
-      await nbd.listen({ path: target.unix });
+      // One server serves every export on every listener: a socket still listening from an
+      // earlier export (since unexported) serves this one too.
+      if (!this.nbdSockets.has(target.unix)) {
+        await nbd.listen({ path: target.unix });
+        this.nbdSockets.add(target.unix);
+      }
       return `unix:${target.unix}`;
     }
     const match = /^(.+):(\d{1,5})$/.exec(target.tcp);
@@ -278,6 +309,62 @@ export class Host {
       await entry.opened.close();
       this.metrics.forgetVolume(name);
       this.metrics.volumesOpen.set(this.volumes.size);
+    }
+  }
+
+  /**
+   * Takes snapshot `snapshotName` of a volume open on this host, or of one open nowhere (then
+   * opened here for it); a volume open on another host is refused with HES_LEASE_HELD.
+   */
+  async createSnapshot(name: string, snapshotName: string): Promise<void> {
+    this.assertRunning();
+    if (typeof name !== "string" || name.length === 0) throw new TypeError("name must be a string");
+    if (typeof snapshotName !== "string" || snapshotName.length === 0) {
+      throw new TypeError("snapshotName must be a string");
+    }
+    const entry = this.volumes.get(name);
+    if (entry !== undefined) {
+      if (entry.opened.createSnapshot === undefined) {
+        throw new HesError("HES_UNSUPPORTED", "this host's volumes cannot take snapshots");
+      }
+      return entry.opened.createSnapshot(snapshotName);
+    }
+    const snapshot = this.components.snapshotVolume;
+    if (snapshot === undefined || this.rollingBack.has(name)) {
+      throw snapshot === undefined
+        ? new HesError("HES_UNSUPPORTED", "this host was composed without volumes (blockdev)")
+        : new HesError("HES_BUSY", `volume ${name} is being rolled back on this host`);
+    }
+    await snapshot(this.context, this.member, name, snapshotName);
+  }
+
+  /**
+   * Makes the volume's head equal to snapshot `snapshotName` again. The volume must not be
+   * open anywhere: a guest reading it meanwhile would see its disk change under its caches,
+   * so a volume open (or exported) on this host is refused with HES_BUSY (unexport it first),
+   * and one open on another host with HES_LEASE_HELD (from the lease the rollback takes).
+   */
+  async rollbackSnapshot(name: string, snapshotName: string): Promise<void> {
+    this.assertRunning();
+    if (typeof name !== "string" || name.length === 0) throw new TypeError("name must be a string");
+    if (typeof snapshotName !== "string" || snapshotName.length === 0) {
+      throw new TypeError("snapshotName must be a string");
+    }
+    if (this.volumes.has(name) || this.rollingBack.has(name)) {
+      throw new HesError(
+        "HES_BUSY",
+        `volume ${name} is open on this host: unexport it (hes unexport ${name}) before a rollback`,
+      );
+    }
+    const rollback = this.components.rollbackVolume;
+    if (rollback === undefined) {
+      throw new HesError("HES_UNSUPPORTED", "this host was composed without volumes (blockdev)");
+    }
+    this.rollingBack.add(name);
+    try {
+      await rollback(this.context, this.member, name, snapshotName);
+    } finally {
+      this.rollingBack.delete(name);
     }
   }
 
@@ -438,6 +525,23 @@ function hostService(ref: { current?: Host }) {
     },
     async unexportVolume(request: { name: string }) {
       await host().closeVolume(request.name);
+      return {};
+    },
+    async createSnapshotOnHost(request: { volumeName: string; snapshotName: string }) {
+      if (request.volumeName === "" || request.snapshotName === "") {
+        throw new HesError("HES_INVALID_ARGUMENT", "volume_name and snapshot_name are required");
+      }
+      await host().createSnapshot(request.volumeName, request.snapshotName);
+      return {};
+    },
+    async rollbackSnapshot(request: { volumeName: string; snapshotName: string }) {
+      if (request.volumeName === "") {
+        throw new HesError("HES_INVALID_ARGUMENT", "volume_name is empty");
+      }
+      if (request.snapshotName === "") {
+        throw new HesError("HES_INVALID_ARGUMENT", "snapshot_name is empty");
+      }
+      await host().rollbackSnapshot(request.volumeName, request.snapshotName);
       return {};
     },
   };

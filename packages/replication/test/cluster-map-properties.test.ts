@@ -130,6 +130,10 @@ function propose(map: ClusterMap, s: Step, nowMs: number): Proposal {
     case 11:
       return c("deleteSnapshot", { volumeId, snapshotId });
     case 12:
+      if (s.d % 3 === 0) {
+        const nodeId = s.flag ? owner : node;
+        return c("detachClone", { volumeId, nodeId, epoch: epochOf(map, volumeId, s) });
+      }
       return c("cloneVolume", { sourceVolumeId: volumeId, snapshotId, name: `c${s.c % 3}` });
     case 13:
       return c("placeChunk", {

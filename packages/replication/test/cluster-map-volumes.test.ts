@@ -201,6 +201,34 @@ describe("snapshots and clones", () => {
     h.assertSound();
   });
 
+  test("a flattened clone is detached by its owner; then the parent snapshot can go", () => {
+    const h = clusterWith(3, 1);
+    const v = h.createVolume("golden");
+    const { snapshotId = 0 } = h.ok("createSnapshot", { volumeId: v, name: "base" });
+    const { volumeId: clone = 0 } = h.ok("cloneVolume", {
+      sourceVolumeId: v,
+      snapshotId,
+      name: "vm-7",
+    });
+    const epoch = h.open(clone, 2);
+    // Only the owner at its current epoch vouches that every block was copied.
+    h.rejects("HES_FENCED", "detachClone", { volumeId: clone, nodeId: 2, epoch: epoch - 1 });
+    h.rejects("HES_FENCED", "detachClone", { volumeId: clone, nodeId: 1, epoch });
+    h.rejects("HES_NOT_FOUND", "detachClone", { volumeId: 99, nodeId: 2, epoch });
+    h.rejects("HES_INVALID_ARGUMENT", "deleteSnapshot", { volumeId: v, snapshotId });
+    const result = h.run("detachClone", { volumeId: clone, nodeId: 2, epoch });
+    assert.ok(result.ok && result.changed, "the first detach changes the map");
+    const record = h.map.volume(clone);
+    assert.equal(record?.parentVolumeId, 0);
+    assert.equal(record?.parentSnapshotId, 0);
+    const again = h.run("detachClone", { volumeId: clone, nodeId: 2, epoch });
+    assert.ok(again.ok && !again.changed, "a repeat is harmless");
+    h.ok("deleteSnapshot", { volumeId: v, snapshotId });
+    h.ok("deleteVolume", { volumeId: v });
+    assert.equal(h.map.volume(clone)?.name, "vm-7");
+    h.assertSound();
+  });
+
   test("clone chains are bounded by CLONE_DEPTH_MAX", () => {
     const h = clusterWith(3, 1);
     let source = h.createVolume("c0");

@@ -9,6 +9,7 @@ import type {
   CreateVolumeCommand,
   DeleteSnapshotCommand,
   DeleteVolumeCommand,
+  DetachCloneCommand,
   OpenVolumeCommand,
   ResizeVolumeCommand,
 } from "@hes/proto";
@@ -276,4 +277,26 @@ export function applyCloneVolume(ctx: HandlerContext, command: CloneVolumeComman
     createdAtIndex: ctx.index,
   });
   return changed({ volumeId });
+}
+
+/**
+ * Detaches a flattened clone from its parent snapshot. The map cannot see whether every block
+ * was copied; the owner's lease (node and current epoch) vouches for it, as for its writes.
+ */
+export function applyDetachClone(ctx: HandlerContext, command: DetachCloneCommand): Outcome {
+  const { state } = ctx;
+  const volume = volumeArg(state, command.volumeId);
+  const nodeId = nodeIdArg(command.nodeId, "node_id");
+  const epoch = u64(command.epoch, "epoch");
+  if (epoch !== volume.epoch || volume.ownerNodeId !== nodeId) {
+    reject(
+      "HES_FENCED",
+      `volume ${volume.name}: node ${nodeId} at epoch ${epoch} is not its owner ` +
+        `(node ${volume.ownerNodeId}, epoch ${volume.epoch})`,
+      { current: volume.epoch },
+    );
+  }
+  if (volume.parentVolumeId === 0) return UNCHANGED;
+  state.putVolume({ ...volume, parentVolumeId: 0, parentSnapshotId: 0 });
+  return changed();
 }

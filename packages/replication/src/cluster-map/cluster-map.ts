@@ -46,6 +46,7 @@ import {
   applyCreateVolume,
   applyDeleteSnapshot,
   applyDeleteVolume,
+  applyDetachClone,
   applyOpenVolume,
   applyResizeVolume,
 } from "./apply-volumes.js";
@@ -108,6 +109,8 @@ function dispatch(ctx: HandlerContext, command: Command): Outcome {
       return applyDeleteSnapshot(ctx, command.value);
     case "cloneVolume":
       return applyCloneVolume(ctx, command.value);
+    case "detachClone":
+      return applyDetachClone(ctx, command.value);
     case "placeChunk":
       return applyPlaceChunk(ctx, command.value);
     case "reportReplicaFailure":

@@ -83,6 +83,13 @@ export const MOVER_PROGRESS_EVERY_BYTES = 8 * MiB;
  * landing; each pass copies only what changed during the previous one). */
 export const MOVER_PASSES_MAX = 4;
 
+/**
+ * Attempts to copy one snapshot pin to a replica before giving up until the next round: the
+ * owner's writes reach a filling or stale replica while the snapshot's view is imported, and
+ * one landing between the import and the pin spoils the pin (it is then released and redone).
+ */
+export const MOVER_PIN_COPY_ATTEMPTS_MAX = 4;
+
 /** Default scrub rate (bytes/s read on each replica): background work that must not compete
  * with VM IO. */
 export const SCRUB_BYTES_PER_SECOND_DEFAULT = 32 * MiB;

@@ -42,6 +42,7 @@ import {
   MOVER_IMPORT_BYTES_IN_FLIGHT_MAX,
   MOVER_IMPORTS_IN_FLIGHT_MAX,
   MOVER_PASSES_MAX,
+  MOVER_PIN_COPY_ATTEMPTS_MAX,
   MOVER_PROGRESS_EVERY_BYTES,
   REPLICA_BLOCK_BYTES,
   REPLICA_IO_BYTES_MAX,
@@ -200,7 +201,11 @@ export class Mover {
     const moved = { bytes: 0 };
     try {
       if (kind === "rebuild") await this.rebuild(assignment, chunk, moved, signal);
-      else await this.catchUp(assignment, chunk, assignment.durableSeq, moved, signal);
+      else {
+        // Snapshots taken while it was stale were pinned only where the chunk was in sync.
+        await this.copyPins(assignment, chunk, moved, signal);
+        await this.catchUp(assignment, chunk, assignment.durableSeq, moved, signal);
+      }
       await this.finishMoveIfTarget(chunk);
       if (kind === "rebuild") this.counters.rebuilds++;
       else this.counters.catchUps++;
@@ -262,6 +267,8 @@ export class Mover {
     if ((await target.version(chunk, { signal })) !== undefined) {
       await target.deleteChunk(chunk, { epoch });
     }
+    // The snapshots first (each imported into the head, then pinned); the head copy follows.
+    await this.copyPins(assignment, chunk, moved, signal);
     const startedAt = await this.fromSources(chunk, async (source) => {
       const chunkBytes = sizeOfChunk(this.control.view(), chunk);
       const total = dataBytes(await source.allocation(chunk, 0, chunkBytes, { signal }));
@@ -355,6 +362,92 @@ export class Mover {
       await target.importChunk(chunk, once({ kind: "version", ...seen }), { epoch, signal });
     }
     return Math.max(seen?.durableSeq ?? 0, watermark);
+  }
+
+  /**
+   * Gives this replica the chunk's snapshots it lacks (pins go only to in-sync replicas, so a
+   * rebuilt replica has none and a stale one misses those taken meanwhile), oldest first, from
+   * a source that holds each. Each snapshot's view is imported into the head and pinned; the
+   * head is made right afterwards by the copy or catch-up that follows. A snapshot no source
+   * holds, or one whose copy keeps being spoiled by writes, is logged and left for a later
+   * round: never a wrong pin (each is checked block by block against the source's view).
+   */
+  private async copyPins(
+    assignment: Assignment,
+    chunk: ChunkId,
+    moved: { bytes: number },
+    signal: AbortSignal,
+  ): Promise<void> {
+    const view = this.control.view();
+    const record = view.chunk(chunk.volumeId, chunk.chunkIndex);
+    const volume = view.volume(chunk.volumeId);
+    if (record === undefined || volume === undefined) return;
+    const target = this.replicas.replica(this.nodeId);
+    const wanted = volume.snapshots
+      .filter((s) => s.createdAtIndex >= record.placedAtIndex)
+      .sort((a, b) => a.snapshotId - b.snapshotId);
+    for (const { snapshotId } of wanted) {
+      if (await hasPin(target, chunk, snapshotId, signal)) continue;
+      try {
+        await this.fromSources(chunk, (source) =>
+          this.copyPin(assignment, chunk, source, snapshotId, moved, signal),
+        );
+        this.logger.info({ chunk, snapshotId }, "snapshot pin copied");
+      } catch (error) {
+        if (isHesError(error, "HES_ABORTED", "HES_FENCED")) throw error;
+        this.logger.warn({ err: error, chunk, snapshotId }, "snapshot pin not copied");
+      }
+    }
+  }
+
+  private async copyPin(
+    assignment: Assignment,
+    chunk: ChunkId,
+    source: ChunkReplica,
+    snapshotId: number,
+    moved: { bytes: number },
+    signal: AbortSignal,
+  ): Promise<void> {
+    const target = this.replicas.replica(this.nodeId);
+    const epoch = assignment.epoch;
+    const chunkBytes = sizeOfChunk(this.control.view(), chunk);
+    for (let attempt = 1; attempt <= MOVER_PIN_COPY_ATTEMPTS_MAX; attempt++) {
+      const expected = new Map<number, string>();
+      const pieces = this.metered(
+        source.exportChunk(chunk, { snapshotId, signal }),
+        signal,
+        (_, n) => {
+          moved.bytes += n;
+          this.counters.rebuildBytes += n;
+        },
+      );
+      await importParallel(target, chunk, viewOf(pieces, expected), epoch, signal);
+      // Blocks the head holds that the snapshot does not: holes, so the pin lacks them too.
+      const head = await target.allocation(chunk, 0, chunkBytes, { signal });
+      const extra = head.flatMap((run) =>
+        run.state === "hole" ? [] : blocksOf(run).filter((b) => !expected.has(b)),
+      );
+      const holes: ChunkExportPiece[] = extra.map((b) => ({
+        kind: "hole",
+        offsetBytes: b * REPLICA_BLOCK_BYTES,
+        lengthBytes: REPLICA_BLOCK_BYTES,
+        seq: 1,
+      }));
+      if (holes.length > 0) await importParallel(target, chunk, iterate(holes), epoch, signal);
+      await target.pinSnapshot(chunk, snapshotId, { epoch });
+      const got = new Map<number, string>();
+      for await (const _ of viewOf(target.exportChunk(chunk, { snapshotId, signal }), got)) {
+        // drained: viewOf records each block's state and seq
+      }
+      if (sameView(expected, got)) return;
+      // A write landed between the import and the pin: release it and try again.
+      await target.releaseSnapshot(chunk, snapshotId, { epoch });
+    }
+    throw new HesError(
+      "HES_BUSY",
+      `snapshot ${snapshotId} of chunk ${key(chunk)}: ` +
+        `writes spoiled ${MOVER_PIN_COPY_ATTEMPTS_MAX} copies`,
+    );
   }
 
   /** The source's current content over `runs` as export pieces (data read, zeroes as such). */
@@ -506,6 +599,54 @@ async function importParallel(
   if (batch.length > 0 && failure === undefined) await flush();
   await Promise.allSettled([...inFlight]);
   if (failure !== undefined) throw failure;
+}
+
+/**
+ * Passes a view's pieces through without its version (the chunk's own version is not the
+ * snapshot's), recording each block's content identity: "d<seq>" for data, "z" for zeroes;
+ * holes and unwritten blocks are absent (both read as zeroes without a record to match).
+ */
+async function* viewOf(
+  pieces: AsyncIterable<ChunkExportPiece>,
+  into: Map<number, string>,
+): AsyncGenerator<ChunkExportPiece> {
+  for await (const piece of pieces) {
+    if (piece.kind === "version") continue;
+    const first = piece.offsetBytes / REPLICA_BLOCK_BYTES;
+    if (piece.kind === "data") {
+      for (let i = 0; i < piece.seqs.length; i++) into.set(first + i, `d${piece.seqs[i]}`);
+    } else if (piece.kind === "zero") {
+      for (let i = 0; i < piece.lengthBytes / REPLICA_BLOCK_BYTES; i++) into.set(first + i, "z");
+    }
+    yield piece;
+  }
+}
+
+function blocksOf(run: ChunkRun): number[] {
+  const first = run.offsetBytes / REPLICA_BLOCK_BYTES;
+  return Array.from({ length: run.lengthBytes / REPLICA_BLOCK_BYTES }, (_, i) => first + i);
+}
+
+function sameView(a: ReadonlyMap<number, string>, b: ReadonlyMap<number, string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [block, state] of a) if (b.get(block) !== state) return false;
+  return true;
+}
+
+/** Whether the replica holds snapshot `snapshotId` of the chunk. */
+async function hasPin(
+  replica: ChunkReplica,
+  chunk: ChunkId,
+  snapshotId: number,
+  signal: AbortSignal,
+): Promise<boolean> {
+  try {
+    await replica.allocation(chunk, 0, REPLICA_BLOCK_BYTES, { snapshotId, signal });
+    return true;
+  } catch (error) {
+    if (isHesError(error, "HES_NOT_FOUND")) return false;
+    throw error;
+  }
 }
 
 async function* iterate<T>(items: readonly T[]): AsyncGenerator<T> {

@@ -88,6 +88,7 @@ export const IDEMPOTENT_KINDS: ReadonlySet<CommandKind> = new Set<CommandKind>([
   "markNodeDown",
   "drainNode",
   "resizeVolume",
+  "detachClone",
   "placeChunk",
   "reportReplicaProgress",
 ]);

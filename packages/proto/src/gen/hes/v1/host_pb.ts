@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file hes/v1/host.proto.
  */
 export const file_hes_v1_host: GenFile = /*@__PURE__*/
-  fileDesc("ChFoZXMvdjEvaG9zdC5wcm90bxIGaGVzLnYxIkkKE0V4cG9ydFZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpuYmRfdGFyZ2V0GAIgASgJEhAKCHRha2VvdmVyGAMgASgIIicKFEV4cG9ydFZvbHVtZVJlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkiJQoVVW5leHBvcnRWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWVW5leHBvcnRWb2x1bWVSZXNwb25zZTKpAQoLSG9zdFNlcnZpY2USSQoMRXhwb3J0Vm9sdW1lEhsuaGVzLnYxLkV4cG9ydFZvbHVtZVJlcXVlc3QaHC5oZXMudjEuRXhwb3J0Vm9sdW1lUmVzcG9uc2USTwoOVW5leHBvcnRWb2x1bWUSHS5oZXMudjEuVW5leHBvcnRWb2x1bWVSZXF1ZXN0Gh4uaGVzLnYxLlVuZXhwb3J0Vm9sdW1lUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChFoZXMvdjEvaG9zdC5wcm90bxIGaGVzLnYxIkkKE0V4cG9ydFZvbHVtZVJlcXVlc3QSDAoEbmFtZRgBIAEoCRISCgpuYmRfdGFyZ2V0GAIgASgJEhAKCHRha2VvdmVyGAMgASgIIicKFEV4cG9ydFZvbHVtZVJlc3BvbnNlEg8KB2FkZHJlc3MYASABKAkiJQoVVW5leHBvcnRWb2x1bWVSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWVW5leHBvcnRWb2x1bWVSZXNwb25zZSJJChtDcmVhdGVTbmFwc2hvdE9uSG9zdFJlcXVlc3QSEwoLdm9sdW1lX25hbWUYASABKAkSFQoNc25hcHNob3RfbmFtZRgCIAEoCSIeChxDcmVhdGVTbmFwc2hvdE9uSG9zdFJlc3BvbnNlIkUKF1JvbGxiYWNrU25hcHNob3RSZXF1ZXN0EhMKC3ZvbHVtZV9uYW1lGAEgASgJEhUKDXNuYXBzaG90X25hbWUYAiABKAkiGgoYUm9sbGJhY2tTbmFwc2hvdFJlc3BvbnNlMuMCCgtIb3N0U2VydmljZRJJCgxFeHBvcnRWb2x1bWUSGy5oZXMudjEuRXhwb3J0Vm9sdW1lUmVxdWVzdBocLmhlcy52MS5FeHBvcnRWb2x1bWVSZXNwb25zZRJPCg5VbmV4cG9ydFZvbHVtZRIdLmhlcy52MS5VbmV4cG9ydFZvbHVtZVJlcXVlc3QaHi5oZXMudjEuVW5leHBvcnRWb2x1bWVSZXNwb25zZRJhChRDcmVhdGVTbmFwc2hvdE9uSG9zdBIjLmhlcy52MS5DcmVhdGVTbmFwc2hvdE9uSG9zdFJlcXVlc3QaJC5oZXMudjEuQ3JlYXRlU25hcHNob3RPbkhvc3RSZXNwb25zZRJVChBSb2xsYmFja1NuYXBzaG90Eh8uaGVzLnYxLlJvbGxiYWNrU25hcHNob3RSZXF1ZXN0GiAuaGVzLnYxLlJvbGxiYWNrU25hcHNob3RSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message hes.v1.ExportVolumeRequest
@@ -99,6 +99,84 @@ export const UnexportVolumeResponseSchema: GenMessage<UnexportVolumeResponse> = 
   messageDesc(file_hes_v1_host, 3);
 
 /**
+ * @generated from message hes.v1.CreateSnapshotOnHostRequest
+ */
+export type CreateSnapshotOnHostRequest = Message<"hes.v1.CreateSnapshotOnHostRequest"> & {
+  /**
+   * The volume: open on this host (its in-flight IO drains first), or not open anywhere (this
+   * host opens it for the snapshot); HES_LEASE_HELD when another host has it open.
+   *
+   * @generated from field: string volume_name = 1;
+   */
+  volumeName: string;
+
+  /**
+   * @generated from field: string snapshot_name = 2;
+   */
+  snapshotName: string;
+};
+
+/**
+ * Describes the message hes.v1.CreateSnapshotOnHostRequest.
+ * Use `create(CreateSnapshotOnHostRequestSchema)` to create a new message.
+ */
+export const CreateSnapshotOnHostRequestSchema: GenMessage<CreateSnapshotOnHostRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_host, 4);
+
+/**
+ * @generated from message hes.v1.CreateSnapshotOnHostResponse
+ */
+export type CreateSnapshotOnHostResponse = Message<"hes.v1.CreateSnapshotOnHostResponse"> & {
+};
+
+/**
+ * Describes the message hes.v1.CreateSnapshotOnHostResponse.
+ * Use `create(CreateSnapshotOnHostResponseSchema)` to create a new message.
+ */
+export const CreateSnapshotOnHostResponseSchema: GenMessage<CreateSnapshotOnHostResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_host, 5);
+
+/**
+ * @generated from message hes.v1.RollbackSnapshotRequest
+ */
+export type RollbackSnapshotRequest = Message<"hes.v1.RollbackSnapshotRequest"> & {
+  /**
+   * The volume to roll back; it must not be open anywhere (HES_LEASE_HELD if another host has
+   * it, HES_BUSY if this host has it open or exported: unexport it first).
+   *
+   * @generated from field: string volume_name = 1;
+   */
+  volumeName: string;
+
+  /**
+   * The snapshot whose content the volume's head becomes.
+   *
+   * @generated from field: string snapshot_name = 2;
+   */
+  snapshotName: string;
+};
+
+/**
+ * Describes the message hes.v1.RollbackSnapshotRequest.
+ * Use `create(RollbackSnapshotRequestSchema)` to create a new message.
+ */
+export const RollbackSnapshotRequestSchema: GenMessage<RollbackSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_hes_v1_host, 6);
+
+/**
+ * @generated from message hes.v1.RollbackSnapshotResponse
+ */
+export type RollbackSnapshotResponse = Message<"hes.v1.RollbackSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message hes.v1.RollbackSnapshotResponse.
+ * Use `create(RollbackSnapshotResponseSchema)` to create a new message.
+ */
+export const RollbackSnapshotResponseSchema: GenMessage<RollbackSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_hes_v1_host, 7);
+
+/**
  * @generated from service hes.v1.HostService
  */
 export const HostService: GenService<{
@@ -121,6 +199,27 @@ export const HostService: GenService<{
     methodKind: "unary";
     input: typeof UnexportVolumeRequestSchema;
     output: typeof UnexportVolumeResponseSchema;
+  },
+  /**
+   * Opens the volume here (its lease taken, never by takeover), makes its head equal to the
+   * snapshot at the replicas, and closes it. Refused while the volume is open anywhere.
+   * Records the snapshot in the cluster map and pins every placed chunk on its replicas (the
+   * admin service's CreateSnapshot only records it: no host drains IO or pins the replicas).
+   *
+   * @generated from rpc hes.v1.HostService.CreateSnapshotOnHost
+   */
+  createSnapshotOnHost: {
+    methodKind: "unary";
+    input: typeof CreateSnapshotOnHostRequestSchema;
+    output: typeof CreateSnapshotOnHostResponseSchema;
+  },
+  /**
+   * @generated from rpc hes.v1.HostService.RollbackSnapshot
+   */
+  rollbackSnapshot: {
+    methodKind: "unary";
+    input: typeof RollbackSnapshotRequestSchema;
+    output: typeof RollbackSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_hes_v1_host, 0);
