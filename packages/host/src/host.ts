@@ -232,7 +232,12 @@ export class Host {
     if (opener === undefined) {
       throw new HesError("HES_UNSUPPORTED", "this host was composed without volumes (blockdev)");
     }
+    const startedMs = performance.now();
     const opened = await opener(this.context, this.member, name, { takeover: !!options.takeover });
+    this.context.logger.info(
+      { volume: name, takeover: !!options.takeover, ms: Math.round(performance.now() - startedMs) },
+      "volume opened",
+    );
     let device = opened.device;
     let cancelFaults = (): void => undefined;
     if (this.faults.ackBeforeWrite === true) {
