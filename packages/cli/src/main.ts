@@ -67,9 +67,15 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .option("--base-port <port>", "first port of the plan (default 17000)")
     .option("--disk-size <size>", "each node's disk file (default 4GiB)")
     .option("--insecure-development", "no certificates: plaintext between nodes")
+    .option(
+      "--hosts <list>",
+      "one IPv4 address per node, comma-separated: its listen/peer address, named in its " +
+        "certificate (default: all on 127.0.0.1)",
+    )
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       const { initCluster } = await import("@hes/host");
+      const hosts = opts.hosts === undefined ? undefined : String(opts.hosts).split(",");
       const result = await initCluster({
         nodes: parseInteger(opts.nodes, "--nodes", 1, 32),
         dir: opts.dir,
@@ -80,6 +86,7 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
           ? {}
           : { diskSizeBytes: parseSize(opts.diskSize, "--disk-size") }),
         insecureDevelopment: !!opts.insecureDevelopment,
+        ...(hosts === undefined ? {} : { hosts }),
       });
       if (opts.json) return io.out(`${JSON.stringify(result)}\n`);
       io.out(`cluster ${result.clusterId}: ${result.configPaths.length} nodes in ${result.dir}\n`);

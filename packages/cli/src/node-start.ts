@@ -92,9 +92,16 @@ export async function nodeStart(flags: StartFlags, io: CliIo): Promise<number> {
     configPath !== undefined && configPath !== ""
       ? await loadHostConfig(configPath)
       : configFromFlags(flags);
-  const { Host } = await import("@hes/host");
+  const { Host, anyHostFault, hostFaultsFromEnv } = await import("@hes/host");
   const logger = pino({ level: io.env.HES_LOG_LEVEL ?? "info" }, pino.destination(2));
-  const host = await Host.start(config, { logger });
+  const faults = hostFaultsFromEnv(io.env);
+  if (anyHostFault(faults)) {
+    io.err(
+      `WARNING: DELIBERATELY BROKEN NODE (${JSON.stringify(faults)}): acknowledged writes ` +
+        "will be lost. For the fault suite only.\n",
+    );
+  }
+  const host = await Host.start(config, { logger, faults });
   const status = host.status();
   io.out(
     `node ${status.nodeId} up: control ${status.control}, data ${status.data}, metrics ` +

@@ -28,6 +28,7 @@ import {
 import type { ClusterControl } from "@hes/replication";
 import { clusterComponents } from "./compose.js";
 import { formatHostPort, type HostConfig, type HostPort, validateHostConfig } from "./config.js";
+import { ackBeforeWriteDevice, anyHostFault, type HostFaults } from "./fault-hooks.js";
 import { EXPORTS_MAX, GRPC_SHUTDOWN_GRACE_MS, OPEN_VOLUMES_MAX, STOP_DRAIN_MS } from "./limits.js";
 import { HostMetrics, type MemberGauges, MetricsServer, meteredDevice } from "./metrics.js";
 import {
@@ -100,6 +101,8 @@ export interface HostComponents {
 export interface HostOptions {
   readonly logger?: Logger;
   readonly components?: HostComponents;
+  /** Deliberately broken behaviour for the fault suite only (`hostFaultsFromEnv`). */
+  readonly faults?: HostFaults;
 }
 
 /** Where an export listens: a unix socket, or TCP (TLS required off loopback). */
@@ -124,6 +127,8 @@ export interface HostStatus {
 interface VolumeEntry {
   readonly opened: OpenedVolume;
   readonly metered: BlockDevice;
+  /** Drops writes a broken build acknowledged but has not issued (see fault-hooks.ts). */
+  readonly cancelFaults: () => void;
   exportAddress?: string;
 }
 
@@ -144,6 +149,7 @@ export class Host {
     private readonly member: HostMember | undefined,
     private readonly frames: FrameServer,
     readonly metrics: HostMetrics,
+    private readonly faults: HostFaults,
     readonly addresses: { control: HostPort; data: HostPort; metrics?: HostPort },
   ) {}
 
@@ -193,7 +199,15 @@ export class Host {
       undo.push(() => frames.close(STOP_DRAIN_MS));
       const metrics = new HostMetrics(checked.nodeId);
       let metricsServer: MetricsServer | undefined;
-      const host = new Host(checked, context, components, member, frames, metrics, {
+      const faults = options.faults ?? {};
+      if (anyHostFault(faults)) {
+        logger.warn(
+          { faults },
+          "DELIBERATELY BROKEN HOST: fault hooks are on; acknowledged writes WILL be lost. " +
+            "For the fault suite only; never run this on data you want to keep.",
+        );
+      }
+      const host = new Host(checked, context, components, member, frames, metrics, faults, {
         control: { host: checked.listen.control.host, port: controlPort },
         data,
       });
@@ -244,9 +258,25 @@ export class Host {
     if (opener === undefined) {
       throw new HesError("HES_UNSUPPORTED", "this host was composed without volumes (blockdev)");
     }
+    const startedMs = performance.now();
     const opened = await opener(this.context, this.member, name, { takeover: !!options.takeover });
-    const metered = meteredDevice(opened.device, name, this.metrics);
-    this.volumes.set(name, { opened, metered });
+    this.context.logger.info(
+      { volume: name, takeover: !!options.takeover, ms: Math.round(performance.now() - startedMs) },
+      "volume opened",
+    );
+    let device = opened.device;
+    let cancelFaults = (): void => undefined;
+    if (this.faults.ackBeforeWrite === true) {
+      const log = this.context.logger.child({ component: "fault-hooks", volume: name });
+      log.warn("BROKEN: writes to this volume are acknowledged before they are written");
+      const broken = ackBeforeWriteDevice(device, (error) =>
+        log.warn({ err: error }, "a late (already acknowledged) write failed"),
+      );
+      device = broken.device;
+      cancelFaults = () => broken.cancel();
+    }
+    const metered = meteredDevice(device, name, this.metrics);
+    this.volumes.set(name, { opened, metered, cancelFaults });
     this.metrics.volumesOpen.set(this.volumes.size);
     return metered;
   }
@@ -303,6 +333,7 @@ export class Host {
       await this.nbd?.removeExport(name, { drainMs: STOP_DRAIN_MS });
     }
     this.volumes.delete(name);
+    entry.cancelFaults();
     try {
       await entry.opened.device.flush();
     } finally {

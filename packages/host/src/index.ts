@@ -23,6 +23,13 @@ export {
   validateHostConfig,
 } from "./config.js";
 export {
+  ackBeforeWriteDevice,
+  anyHostFault,
+  type BrokenDevice,
+  type HostFaults,
+  hostFaultsFromEnv,
+} from "./fault-hooks.js";
+export {
   type ExportTarget,
   Host,
   type HostComponents,

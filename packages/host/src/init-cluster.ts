@@ -21,6 +21,12 @@ export interface InitClusterOptions {
   readonly diskSizeBytes?: number;
   /** Plaintext between nodes (no certificates are made). Development only. */
   readonly insecureDevelopment?: boolean;
+  /**
+   * One IPv4 address per node (node i gets `hosts[i-1]`): its listen and peer addresses, and
+   * named in its certificate (with 127.0.0.1 and localhost), for nodes on separate machines or
+   * network namespaces. Default: every node on 127.0.0.1.
+   */
+  readonly hosts?: readonly string[];
 }
 
 export interface InitClusterResult {
@@ -36,6 +42,22 @@ const PORT_STRIDE = 100;
 
 /** The file listing a cluster's nodes, written beside their directories. */
 export const CLUSTER_FILE = "cluster.json";
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+function checkHosts(hosts: readonly string[] | undefined, nodes: number): string[] {
+  if (hosts === undefined) return Array.from({ length: nodes }, () => "127.0.0.1");
+  if (!Array.isArray(hosts)) throw new TypeError("hosts must be an array of IPv4 addresses");
+  if (hosts.length !== nodes) {
+    throw new RangeError(`hosts must name one address per node (${nodes}), got ${hosts.length}`);
+  }
+  for (const host of hosts) {
+    if (typeof host !== "string" || !IPV4.test(host)) {
+      throw new RangeError(`hosts: ${JSON.stringify(host)} is not an IPv4 address`);
+    }
+  }
+  return [...hosts];
+}
 
 function checkOptions(options: InitClusterOptions): Required<Omit<InitClusterOptions, "dir">> {
   const { nodes } = options;
@@ -53,7 +75,14 @@ function checkOptions(options: InitClusterOptions): Required<Omit<InitClusterOpt
   if (!Number.isSafeInteger(diskSizeBytes) || diskSizeBytes < 2 ** 29) {
     throw new RangeError(`diskSizeBytes must be an integer ≥ 512 MiB, got ${diskSizeBytes}`);
   }
-  return { nodes, basePort, diskSizeBytes, insecureDevelopment: !!options.insecureDevelopment };
+  const hosts = checkHosts(options.hosts, nodes);
+  return {
+    nodes,
+    basePort,
+    diskSizeBytes,
+    insecureDevelopment: !!options.insecureDevelopment,
+    hosts,
+  };
 }
 
 async function ensureAbsentOrEmpty(dir: string): Promise<void> {
@@ -69,15 +98,21 @@ async function ensureAbsentOrEmpty(dir: string): Promise<void> {
   }
 }
 
-/** The port plan and peer list of a fresh local cluster. */
-export function planLocalCluster(nodes: number, basePort: number): PeerConfig[] {
-  const host = "127.0.0.1";
-  return Array.from({ length: nodes }, (_, i) => ({
-    nodeId: (i + 1) as NodeId,
-    control: { host, port: basePort + i + 1 },
-    data: { host, port: basePort + PORT_STRIDE + i + 1 },
-    failureDomain: `host-${i + 1}`,
-  }));
+/** The port plan and peer list of a fresh cluster (on loopback unless `hosts` is given). */
+export function planLocalCluster(
+  nodes: number,
+  basePort: number,
+  hosts?: readonly string[],
+): PeerConfig[] {
+  return Array.from({ length: nodes }, (_, i) => {
+    const host = hosts?.[i] ?? "127.0.0.1";
+    return {
+      nodeId: (i + 1) as NodeId,
+      control: { host, port: basePort + i + 1 },
+      data: { host, port: basePort + PORT_STRIDE + i + 1 },
+      failureDomain: `host-${i + 1}`,
+    };
+  });
 }
 
 export async function initCluster(options: InitClusterOptions): Promise<InitClusterResult> {
@@ -86,7 +121,7 @@ export async function initCluster(options: InitClusterOptions): Promise<InitClus
   await ensureAbsentOrEmpty(dir);
   const scratch = join(dirname(dir), `.${basename(dir)}.init-${randomBytes(4).toString("hex")}`);
   const clusterId = randomBytes(16).toString("hex");
-  const peers = planLocalCluster(checked.nodes, checked.basePort);
+  const peers = planLocalCluster(checked.nodes, checked.basePort, checked.hosts);
   try {
     await mkdir(join(scratch, "ca"), { recursive: true });
     const ca = checked.insecureDevelopment ? undefined : createClusterCa(`hes ${clusterId} CA`);
@@ -103,7 +138,7 @@ export async function initCluster(options: InitClusterOptions): Promise<InitClus
         const pair = issueNodeCertificate(ca, {
           commonName: `hes-node-${peer.nodeId}`,
           dnsNames: ["localhost"],
-          ipAddresses: ["127.0.0.1"],
+          ipAddresses: [...new Set(["127.0.0.1", peer.control.host])],
         });
         await writeFile(join(nodeDir, "tls", "ca.pem"), ca.certPem);
         await writeFile(join(nodeDir, "tls", "node.pem"), pair.certPem);
@@ -117,8 +152,11 @@ export async function initCluster(options: InitClusterOptions): Promise<InitClus
         listen: {
           control: peer.control,
           data: peer.data,
-          nbd: { host: "127.0.0.1", port: checked.basePort + 2 * PORT_STRIDE + peer.nodeId },
-          metrics: { host: "127.0.0.1", port: checked.basePort + 3 * PORT_STRIDE + peer.nodeId },
+          nbd: { host: peer.control.host, port: checked.basePort + 2 * PORT_STRIDE + peer.nodeId },
+          metrics: {
+            host: peer.control.host,
+            port: checked.basePort + 3 * PORT_STRIDE + peer.nodeId,
+          },
         },
         peers,
         disks: [{ path: "data/disk-0.img", sizeBytes: checked.diskSizeBytes }],

@@ -25,6 +25,16 @@ export const STOP_DRAIN_MS = 5_000;
 export const GRPC_SHUTDOWN_GRACE_MS = 1_000;
 /** Concurrent HTTP connections to the metrics endpoint (scrapers are few). */
 export const METRICS_CONNECTIONS_MAX = 64;
+/**
+ * The broken build (HES_FAULT_ACK_BEFORE_WRITE=1) issues an acknowledged write this late: well
+ * past the fault suite's kill-to-takeover time, so a kill -9 of the serving node loses it.
+ */
+export const FAULT_ACK_BEFORE_WRITE_DELAY_MS = 1_000;
+/**
+ * Queued lies at once (each holds a copy of its data): 4,096 × the 4 KiB history writes is
+ * 16 MiB; past it writes are done for real, so a fio burst cannot grow memory without bound.
+ */
+export const FAULT_ACK_BEFORE_WRITE_PENDING_MAX = 4_096;
 
 assert(EXPORTS_MAX <= OPEN_VOLUMES_MAX, "an export serves an open volume");
 assert(BASE_PORT_MAX > 1024, "the port plan must fit above the privileged range");

@@ -71,3 +71,31 @@ test("a non-empty directory or bad counts are refused and nothing is written", a
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test("hosts: each node listens on its address and its certificate names it", async () => {
+  const root = mkdtempSync(join(tmpdir(), "hes-init-"));
+  try {
+    const hosts = ["10.9.0.11", "10.9.0.12", "10.9.0.13"];
+    const result = await initCluster({ nodes: 3, dir: join(root, "cluster"), hosts });
+    for (const [i, path] of result.configPaths.entries()) {
+      const config = await loadHostConfig(path);
+      assert.equal(config.listen.control.host, hosts[i]);
+      assert.equal(config.listen.data.host, hosts[i]);
+      assert.deepEqual(
+        config.peers.map((p) => p.control.host),
+        hosts,
+      );
+      const cert = new X509Certificate(readFileSync(join(path, "..", "tls", "node.pem")));
+      assert.ok(cert.checkIP(hosts[i] as string), `node ${i + 1} certificate names its address`);
+      assert.ok(cert.checkIP("127.0.0.1"), "and loopback still");
+      assert.equal(cert.checkIP(hosts[(i + 1) % 3] as string), undefined, "not another node's");
+    }
+    for (const bad of [["10.9.0.11"], ["10.9.0.11", "10.9.0.12", "10.9.0.300"], ["a", "b", "c"]]) {
+      const dir = join(root, `bad-${bad.length}-${bad[2] ?? ""}`);
+      await assert.rejects(initCluster({ nodes: 3, dir, hosts: bad }), RangeError);
+      assert.equal(readdirSync(root).includes(`bad-${bad.length}-${bad[2] ?? ""}`), false);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -1,15 +1,14 @@
 /**
  * The real system as a scenario target, driven only through the `hes` CLI contract (issue 7):
- *   hes cluster init --nodes N --dir DIR [--insecure-development] [--disk-size S]
+ *   hes cluster init --nodes N --dir DIR --hosts A,B,… [--insecure-development] [--disk-size S]
  *   hes node start --config FILE                      (one process per node namespace)
  *   hes status --json --config FILE                   (protobuf JSON of ClusterStatus)
  *   hes volume create NAME --size S --replicas R --chunk-size C --config FILE
  *   hes export NAME --nbd unix:PATH --config FILE     (on the node that is to serve it)
- * `cluster init` writes node-N/config.json with loopback addresses; each node here lives in
- * its own namespace, so its control and data addresses (and every peer entry) are rewritten to
- * 10.77.0.(10+N) before the nodes start. Certificates from init name 127.0.0.1 only, so the
- * suite runs the cluster with --insecure-development unless HES_FAULTS_TLS=1 (which needs
- * init to put the node addresses into the certificates).
+ * Each node lives in its own namespace at 10.77.0.(10+N): `--hosts` makes init put those
+ * addresses in the configs and in each node's certificate, so the cluster runs with mutual TLS
+ * (the default; HES_FAULTS_TLS=0 runs it with --insecure-development). The addresses are still
+ * rewritten after init, so a hes without `--hosts` can be driven insecurely.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -97,6 +96,10 @@ export class HesCluster implements Target {
    * rightly refuse for a moment (e.g. HES_QUORUM_LOST while a peer restarts).
    */
   private exportPending = false;
+  /** `hes export` spawned → its socket exists (CLI start + takeover), for the failover note. */
+  lastExportMs: number | undefined;
+  /** `node N up` lines in each node's stdout log when it was last (re)started. */
+  private readonly upLinesBefore = new Map<number, number>();
   private readonly clusterDir: string;
 
   constructor(private readonly options: HesClusterOptions) {
@@ -143,13 +146,14 @@ export class HesCluster implements Target {
 
   async start(): Promise<void> {
     const { hes } = this.options;
-    const secure = process.env.HES_FAULTS_TLS === "1";
+    const secure = process.env.HES_FAULTS_TLS !== "0";
+    const hosts = this.nodeNumbers.map((n) => this.topology.node(n).address);
     await run(
       hes.command,
       [
         ...[...hes.args, "cluster", "init", "--nodes", String(this.nodeNumbers.length)],
         ...["--dir", this.clusterDir, "--disk-size", "1GiB"],
-        ...(secure ? [] : ["--insecure-development"]),
+        ...(secure ? ["--hosts", hosts.join(",")] : ["--insecure-development"]),
       ],
       120_000,
     );
@@ -190,6 +194,7 @@ export class HesCluster implements Target {
   private async exportOn(node: number, takeover: boolean): Promise<void> {
     const socket = join(this.options.workDir, `export-node${node}-${this.exports.length}.sock`);
     rmSync(socket, { force: true });
+    const spawnedAt = performance.now();
     const exporter = ManagedProcess.spawn({
       namespace: this.topology.node(node).namespace,
       command: this.options.hes.command,
@@ -217,7 +222,10 @@ export class HesCluster implements Target {
       30_000,
       50,
     );
-    if (outcome.exitCode === 0) return;
+    if (outcome.exitCode === 0) {
+      this.lastExportMs = performance.now() - spawnedAt;
+      return;
+    }
     const error = `hes export on node ${node} exited ${outcome.exitCode}: ${outcome.why}`;
     // 29 = HES_UNSUPPORTED: this build has no export yet; that is "not ready", not a failure.
     throw outcome.exitCode === 29 ? new HostNotReadyError(error) : new Error(error);
@@ -244,7 +252,25 @@ export class HesCluster implements Target {
       env: { ...this.options.nodeEnv },
     });
     this.processes.set(node, process);
+    this.upLinesBefore.set(node, upLines(process.stdoutPath, node));
     if (node === this.exporter && this.exportSocket !== "") this.exportPending = true;
+  }
+
+  /** Waits until the node restarted last printed `node N up` (its store and listeners open). */
+  async awaitNodeUp(node: number, timeoutMs: number): Promise<void> {
+    const process = this.processes.get(node);
+    if (process === undefined) throw new Error(`node ${node} was never started`);
+    const before = this.upLinesBefore.get(node) ?? 0;
+    await waitFor(
+      `node ${node} to print that it is up`,
+      () => {
+        if (upLines(process.stdoutPath, node) > before) return true;
+        if (!process.running) throw new Error(`node ${node} exited while starting`);
+        return undefined;
+      },
+      timeoutMs,
+      50,
+    );
   }
 
   dataDir(node: number): string {
@@ -318,6 +344,14 @@ export class HesCluster implements Target {
       p.stderrPath,
     ]);
   }
+}
+
+/** How many times the node's stdout log says it came up (the log is appended across restarts). */
+function upLines(path: string, node: number): number {
+  if (!existsSync(path)) return 0;
+  return readFileSync(path, "utf8")
+    .split("\n")
+    .filter((l) => l.startsWith(`node ${node} up`)).length;
 }
 
 /** A config address ("host:port" or { host, port }) with its host replaced. */

@@ -17,6 +17,7 @@ import {
   wipe,
 } from "./disk-faults.js";
 import { run } from "./exec.js";
+import { NODE_START_MS_MAX } from "./limits.js";
 import { bridge, cutOneWay, heal, loss, partition } from "./net-faults.js";
 import type { Role, Target } from "./target.js";
 import type { Endpoint } from "./topology.js";
@@ -248,7 +249,9 @@ function diskFull(): Fault {
   return {
     name: "disk-full",
     nodesMin: 1,
-    killsExporter: true,
+    // It kills a replica, not the exporter: nothing fails over, so no failover time is taken
+    // (the copy onto the small filesystem would be counted as one).
+    killsExporter: false,
     async inject(context) {
       const node = await pick(context, "replica");
       const dataDir = context.target.dataDir(node);
@@ -261,6 +264,9 @@ function diskFull(): Fault {
       context.atTeardown(() => fs.unmount());
       await run("cp", ["-a", `${aside}/.`, dataDir]);
       await context.target.restart(node);
+      // Fill only once the node has opened its store: a disk full at start is a node that
+      // refuses to start (HES_IO), not the fault under test (writes failing at run time).
+      await context.target.awaitNodeUp?.(node, NODE_START_MS_MAX);
       const takenBytes = fs.fill();
       context.note(`node ${node}'s disk is full (${takenBytes} bytes taken)`);
       return async () => {

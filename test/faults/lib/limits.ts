@@ -30,6 +30,11 @@ export const FIO_PHASES_MAX = 16;
 export const FIO_PHASE_REGION_BYTES = 8 * 1024 * 1024;
 /** Service must be back within this after a fault heals (issue 8: ≤ 10 s after a heal). */
 export const SERVICE_BACK_MS_MAX = 10_000;
+/**
+ * A restarted node must print `node N up` within this: its store replay and Raft load take
+ * ~1 s here; 30 s leaves room for a loaded 2-core machine without hiding a hang.
+ */
+export const NODE_START_MS_MAX = 30_000;
 /** Failover target: kill of the serving node to the first acknowledged write (p99). */
 export const FAILOVER_MS_P99_MAX = 3_000;
 /**

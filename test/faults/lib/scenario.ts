@@ -6,7 +6,7 @@
  * directory (seed, schedule, rounds, history, check, fio results, every node log).
  */
 import { appendFileSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { Prng } from "@hes/base";
 import { type CheckResult, checkHistory } from "./checker.js";
@@ -201,8 +201,10 @@ async function runRound(
     if (fault.killsExporter && target.failsOver && someNodeUp) {
       await target.awaitService(SERVICE_BACK_MS_MAX);
       record.failoverMs = performance.now() - injectedAt;
+      const exportMs = target.lastExportMs;
       context.note(
-        `failover: first acknowledged write ${record.failoverMs.toFixed(0)} ms after the kill`,
+        `failover: first acknowledged write ${record.failoverMs.toFixed(0)} ms after the kill` +
+          (exportMs === undefined ? "" : ` (hes export: ${exportMs.toFixed(0)} ms of it)`),
       );
     }
     const holdStartMs = history.now();
@@ -272,6 +274,15 @@ function targetMisses(records: readonly RoundRecord[], nodes: number): string[] 
       out.push(
         `round ${r.index}: slow disk dropped throughput to ${faulty.toFixed(0)} writes/s ` +
           `(< 50% of ${r.writesPerSecondCalm.toFixed(0)})`,
+      );
+    }
+  }
+  for (const r of records) {
+    // awaitService gives up only between attempts, so a slow last attempt can overrun it.
+    if (r.serviceBackMs !== undefined && r.serviceBackMs > SERVICE_BACK_MS_MAX) {
+      out.push(
+        `round ${r.index}: service back ${r.serviceBackMs.toFixed(0)} ms after the heal ` +
+          `> ${SERVICE_BACK_MS_MAX} ms`,
       );
     }
   }
@@ -370,6 +381,33 @@ function writeReport(
   return dir;
 }
 
+/**
+ * The issue's measured targets as this run saw them, with the machine's load (timings on a
+ * loaded 2-core machine say little without it). "-" where no round measured a figure.
+ */
+export function targetFigures(rounds: readonly RoundRecord[]): string {
+  const ms = (values: number[]) =>
+    values.length === 0 ? "-" : `${Math.max(...values).toFixed(0)} ms`;
+  const failovers = rounds.flatMap((r) => (r.failoverMs === undefined ? [] : [r.failoverMs]));
+  const sorted = [...failovers].sort((a, b) => a - b);
+  const p99 = sorted[Math.min(sorted.length - 1, Math.ceil(0.99 * sorted.length) - 1)];
+  const backs = rounds.flatMap((r) => (r.serviceBackMs === undefined ? [] : [r.serviceBackMs]));
+  const slow = rounds.flatMap((r) =>
+    r.fault === "disk-slow-fdatasync" && r.writesPerSecondCalm !== undefined
+      ? [(r.writesPerSecondFaulty ?? 0) / Math.max(1, r.writesPerSecondCalm)]
+      : [],
+  );
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+  return [
+    `failover p99 ${p99 === undefined ? "-" : `${p99.toFixed(0)} ms`} (n=${failovers.length}, ≤ ${FAILOVER_MS_P99_MAX})`,
+    `service back max ${ms(backs)} (n=${backs.length}, ≤ ${SERVICE_BACK_MS_MAX})`,
+    `slow disk min ${slow.length === 0 ? "-" : `${(100 * Math.min(...slow)).toFixed(0)}%`} of calm writes/s (n=${slow.length}, ≥ 50%)`,
+    `load ${load}`,
+  ].join("; ");
+}
+
 function summary(result: ScenarioResult, reportDir: string | undefined): string {
   const check = result.check;
   const lines = [
@@ -379,6 +417,7 @@ function summary(result: ScenarioResult, reportDir: string | undefined): string 
       : `  checked ${check.blocksChecked} blocks: ${check.violations.length} violations, ` +
         `${check.inconclusiveBlocks.length} inconclusive`,
     `  fio phases verified: ${result.fio.filter((f) => f.jobError === 0).length}/${result.fio.length}`,
+    `  targets: ${targetFigures(result.rounds)}`,
     ...result.problems.slice(0, 10).map((p) => `  problem: ${p}`),
   ];
   if (reportDir !== undefined) lines.push(`  report: ${reportDir}`);

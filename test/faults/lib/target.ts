@@ -36,6 +36,10 @@ export interface Target {
   awaitService(timeoutMs: number): Promise<number>;
   /** After `node` died: makes the volume served by a live node (no-op if unaffected). */
   failover(deadNode: number): Promise<void>;
+  /** Waits until a node just restarted is up (its store open), where the target can tell. */
+  awaitNodeUp?(node: number, timeoutMs: number): Promise<void>;
+  /** How long the last (re-)export took, from spawning it to its socket existing (hes only). */
+  readonly lastExportMs?: number | undefined;
   /** Waits until every chunk has all its replicas in sync (hes only). */
   awaitFullRedundancy?(timeoutMs: number): Promise<void>;
   /** Stops everything (SIGTERM then SIGKILL) and keeps the logs. */
