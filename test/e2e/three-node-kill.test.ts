@@ -6,7 +6,8 @@
  * that every acknowledged block reads back and that `hes status` shows three nodes up and the
  * volume back in sync; then read every acknowledged block from each node's own replica over
  * its data-plane service, so full redundancy (not just one good copy) is proved. Method: real
- * processes, sockets and files; bounded waits, no sleeps for timing. Runs on the build (like `pnpm example`); `pnpm test` builds first.
+ * processes, sockets and files; bounded waits, no sleeps for timing. Runs on the build (like
+ * `pnpm example`); `pnpm test` builds first.
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, execFile, spawn } from "node:child_process";
