@@ -16,7 +16,8 @@
  * three members, i.e. roughly 10,000–30,000 entries/s. Failover ≈ the randomized election
  * timeout (1–2 s) + a pre-vote and a vote round (ms) + one commit.
  *
- *   pnpm bench raft          (env: SECONDS per load case, default 5; KILLS, default 20)
+ *   pnpm bench raft          (env: SECONDS per load case, default 5; KILLS, default 20;
+ *                             CPU_PROF=<dir>: members write CPU profiles there on a clean stop)
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -118,6 +119,8 @@ class Member {
       process.execPath,
       [
         ...process.execArgv,
+        // CPU_PROF=<dir>: each member writes a V8 CPU profile there when it stops cleanly.
+        ...(process.env.CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.CPU_PROF}`] : []),
         new URL("./raft/member.ts", import.meta.url).pathname,
         JSON.stringify(this.config),
       ],

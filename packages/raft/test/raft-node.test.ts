@@ -143,8 +143,17 @@ describe("RaftNode", () => {
       );
       for (const machine of cluster.machines.values()) assert.equal(machine.map.get("k9"), "v99");
 
+      // The leader's view of each member's durable log: all reach the last entry; only the
+      // leader answers, and a bad id is refused.
+      const ids = [...cluster.nodes.keys()];
+      await waitFor("every match index at the last entry", () =>
+        ids.every((id) => (leader.matchOf(id) ?? 0) >= last),
+      );
       const follower = [...cluster.nodes.values()].find((n) => n !== leader);
       assert.ok(follower);
+      assert.equal(follower.matchOf(leader.status().id), undefined);
+      assert.equal(leader.matchOf(9), undefined, "no such member");
+      assert.throws(() => leader.matchOf(0), RangeError);
       await assert.rejects(follower.propose(put("x=1")), (error) => {
         assert.ok(isHesError(error, "HES_NOT_LEADER"));
         assert.equal(error.details.leaderHint, leader.status().id);

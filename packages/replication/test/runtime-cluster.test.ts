@@ -165,6 +165,18 @@ test("three processes: admin API, leader killed during volume creation, catch-up
     assert.equal(created.sizeBytes, 4 * GiB);
     assert.equal(created.health?.chunksDegraded, 0);
     await rejectsWith(admin.createVolume({ name: "a", sizeBytes: GiB }), "HES_ALREADY_EXISTS");
+    // The leader reports each voter's match index from its progress: all three catch up to
+    // the commit index (the heartbeats carry it), and no follower is ahead of the leader.
+    const leaderAdmin = (await leaderOf(members)).client();
+    await waitFor("every member's match index at the commit index", async () => {
+      const s = await leaderAdmin.status();
+      const voters = s.members.filter((m) => m.voter);
+      return voters.length === 3 && voters.every((m) => m.matchIndex >= s.commitIndex);
+    });
+    const byLeader = await leaderAdmin.status();
+    const leaderMatch = byLeader.members.find((m) => m.nodeId === byLeader.leaderId)?.matchIndex;
+    assert.ok(leaderMatch !== undefined && leaderMatch > 0);
+    for (const m of byLeader.members) assert.ok(m.matchIndex <= leaderMatch, `${m.nodeId}`);
     const bad = await expectRejects(
       admin.createVolume({ name: "", sizeBytes: GiB }),
       (e) => isHesError(e, "HES_INVALID_ARGUMENT"),

@@ -406,9 +406,13 @@ export class RaftCore {
     return this.log.snapshot;
   }
 
-  /** Match index of a follower as the leader sees it (tests and the driver's catch-up wait). */
+  /**
+   * Match index of a member as the leader sees it (tests, the driver's catch-up wait, admin
+   * status). For the leader itself it is its durable last index, the figure commitment counts.
+   */
   matchOf(id: NodeId): number | undefined {
-    return this.role === "leader" ? this.progress.get(id)?.match : undefined;
+    if (this.role !== "leader") return undefined;
+    return id === this.id ? this.log.stableLast : this.progress.get(id)?.match;
   }
 
   // ─── Terms and roles ───────────────────────────────────────────────────────────────────

@@ -273,7 +273,7 @@ export class RaftLoop<Result = unknown> {
     return { ...this.core.status(), failed: this.failure !== undefined };
   }
 
-  /** Match index of a follower as this leader sees it (undefined when not leading). */
+  /** Match index of a member as this leader sees it (undefined when not leading). */
   matchOf(id: NodeId): number | undefined {
     return this.core.matchOf(id);
   }

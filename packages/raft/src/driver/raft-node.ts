@@ -293,6 +293,15 @@ export class RaftNode<Result = unknown> {
   }
 
   /**
+   * The last log index `id` is known to hold durably, as this member sees it while it leads
+   * (its own durable last index for itself); undefined when not leading or `id` is no member.
+   */
+  matchOf(id: NodeId): number | undefined {
+    checkNodeId(id);
+    return this.loop.matchOf(id);
+  }
+
+  /**
    * Stops the member: no more ticks or messages, a write in progress completes, waiters fail
    * with HES_CLOSED, then the transport and the storage are closed. Idempotent.
    */

@@ -50,6 +50,8 @@ export interface AdminHost {
     readonly commitIndex: number;
     readonly members: { readonly voters: readonly NodeId[]; readonly learners: readonly NodeId[] };
   };
+  /** The leader's view of a member's durable log index; undefined when not leading. */
+  matchOf(nodeId: NodeId): number | undefined;
   /** Raft membership, on the leader. */
   addVoter(nodeId: NodeId, options: { signal?: AbortSignal }): Promise<void>;
   removeMember(nodeId: NodeId, options: { signal?: AbortSignal }): Promise<void>;
@@ -169,10 +171,17 @@ function volumeHandlers(
       status.leaderId = raft.leaderId;
       status.term = BigInt(raft.term);
       status.commitIndex = BigInt(raft.commitIndex);
+      // Match indexes are the leader's progress; a follower does not know them and says 0.
+      const member = (nodeId: NodeId, voter: boolean) => ({
+        $typeName: "hes.v1.MemberInfo" as const,
+        nodeId,
+        voter,
+        matchIndex: BigInt(host.matchOf(nodeId) ?? 0),
+      });
       status.members = [
-        ...raft.members.voters.map((nodeId) => ({ nodeId, voter: true, matchIndex: 0n })),
-        ...raft.members.learners.map((nodeId) => ({ nodeId, voter: false, matchIndex: 0n })),
-      ].map((m) => ({ $typeName: "hes.v1.MemberInfo" as const, ...m }));
+        ...raft.members.voters.map((nodeId) => member(nodeId, true)),
+        ...raft.members.learners.map((nodeId) => member(nodeId, false)),
+      ];
       return { status };
     },
     createVolume: async (request, { signal }) => {

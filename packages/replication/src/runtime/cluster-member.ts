@@ -520,6 +520,11 @@ export class ClusterMember implements ClusterControl, ForwardTarget {
     return { ...this.raft.status(), mapAppliedIndex: this.machine.map.appliedIndex };
   }
 
+  /** The leader's view of a member's durable log index; undefined when this one is no leader. */
+  matchOf(nodeId: NodeId): number | undefined {
+    return this.raft.matchOf(nodeId);
+  }
+
   isLeader(): boolean {
     return this.raft.status().role === "leader";
   }
