@@ -1090,9 +1090,20 @@ export class DiskStore {
   // -------------------------------------------------------------------------------------------
   // Figures
 
-  /** Index memory estimate: page buffers plus per-page and per-chunk object overhead. */
+  /**
+   * Index memory estimate: page buffers plus per-page and per-chunk object overhead. Counts
+   * distinct pages without looking inside them (O(pages), 1/256 of the blocks): `stats()` calls
+   * it, and the host's heartbeat calls `stats()`, so it must not walk every block.
+   */
   indexMemoryBytes(): number {
-    return this.indexFigures().indexBytes;
+    const seen = new Set<number>();
+    for (const chunk of this.index.chunks.values()) {
+      for (const page of chunk.head) if (page !== undefined) seen.add(page.id);
+      for (const pin of chunk.pins.values()) {
+        for (const page of pin.pages) if (page !== undefined) seen.add(page.id);
+      }
+    }
+    return indexBytesOf(seen.size, this.index.chunks.size);
   }
 
   /**
@@ -1125,11 +1136,12 @@ export class DiskStore {
         }
       }
     }
-    const indexBytes =
-      pages * (PAGE_BYTES + PAGE_OBJECT_OVERHEAD_BYTES) +
-      this.index.chunks.size * CHUNK_OVERHEAD_BYTES;
-    return { pages, extents, dataBlocks, indexBytes };
+    return { pages, extents, dataBlocks, indexBytes: indexBytesOf(pages, this.index.chunks.size) };
   }
+}
+
+function indexBytesOf(pages: number, chunks: number): number {
+  return pages * (PAGE_BYTES + PAGE_OBJECT_OVERHEAD_BYTES) + chunks * CHUNK_OVERHEAD_BYTES;
 }
 
 /** V8 cost of a Page object: the object, an ArrayBuffer and three typed-array views. */

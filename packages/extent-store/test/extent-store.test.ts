@@ -359,6 +359,10 @@ describe("ExtentStore snapshots, deletion, maps", () => {
     assert.equal(stats.freeBytes, 14 * 4 * MiB);
     assert.ok(stats.indexMemoryBytes > 4096);
     assert.equal(store.listChunks()[0]?.allocatedBytes, 16 * BLOCK);
+    // stats() counts pages without walking blocks; the full walk must agree, snapshots included.
+    await store.pinSnapshot(A, 7);
+    await store.write(A, 2 * MiB, bytes(3, 8), stamp(3));
+    assert.equal(store.stats().indexMemoryBytes, store.indexStats().indexBytes);
     await store.close();
   });
 });

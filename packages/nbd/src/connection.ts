@@ -13,6 +13,7 @@
  * protocol violation (bad magic, a client flag we never offered, an oversize option on
  * EXPORT_NAME) closes this connection only.
  */
+import { setMaxListeners } from "node:events";
 import type * as net from "node:net";
 import * as tls from "node:tls";
 import { AssertionError, type Clock, type Logger, type Timer } from "@hes/base";
@@ -128,6 +129,10 @@ export class Connection implements Executor {
   private closed = false;
 
   constructor(id: number, socket: net.Socket, host: ConnectionHost, policy: ListenerPolicy) {
+    // Every in-flight request's device calls listen on this signal (a volume: one listener per
+    // replica call) and remove their listener when they finish, so the count is bounded by the
+    // in-flight window, not a leak; Node's default of 10 would warn at depth 4.
+    setMaxListeners(0, this.controller.signal);
     this.id = id;
     this.socket = socket;
     this.host = host;

@@ -247,7 +247,9 @@ export class FrameDecoder {
     if (first.byteLength - this.head >= length) {
       return first.subarray(this.head, this.head + length);
     }
-    const out = new Uint8Array(length);
+    // Not zero-filled (every byte is copied over below) and not from Node's shared pool.
+    const backing = Buffer.allocUnsafeSlow(length);
+    const out = new Uint8Array(backing.buffer, backing.byteOffset, length);
     let copied = 0;
     let offset = this.head;
     for (const chunk of this.chunks) {
