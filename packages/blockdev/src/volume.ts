@@ -17,7 +17,7 @@
  * - Reads go to the local in-sync replica, else another in-sync one; a block failing its
  *   checksum is read from another replica and rewritten on the bad one.
  */
-import { type Clock, HesError, isHesError, type Logger, type NodeId } from "@hes/base";
+import { type Clock, HesError, isHesError, type Logger, type NodeId, type Timer } from "@hes/base";
 import type { ChunkId, ChunkRun, ChunkVersion } from "@hes/extent-store";
 import {
   type ChunkRecord,
@@ -476,9 +476,27 @@ export class Volume implements BlockDevice {
     const record = this.view.chunk(this.volumeId, chunkIndex);
     if (record === undefined) return;
     const targets = record.replicas;
+    const n = targets.length;
+    const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
+    // Unreachable replicas are retried only until enough others have sealed: past that point
+    // a straggler is reported like any failed replica (and caught up later), so a takeover
+    // after a node's death does not wait out the retries meant for a peer just restarting.
+    let answered = 0;
+    let answeredInSync = 0;
+    let quorumReached = (): void => {};
+    const enough = new Promise<void>((resolve) => {
+      quorumReached = resolve;
+    });
     const results = await Promise.allSettled(
-      targets.map((r) => this.sealOne(chunkIndex, r.nodeId)),
+      targets.map(async (r) => {
+        const version = await this.sealOne(chunkIndex, r.nodeId, enough);
+        answered++;
+        if (r.state === "in-sync") answeredInSync++;
+        if (answered >= needed && answeredInSync > 0) quorumReached();
+        return version;
+      }),
     );
+    quorumReached();
     const sealed: { nodeId: NodeId; version: ChunkVersion }[] = [];
     const failed: { nodeId: NodeId; error: unknown }[] = [];
     let sealedCount = 0;
@@ -493,8 +511,6 @@ export class Volume implements BlockDevice {
       else this.log.info({ chunkIndex, nodeId, err: String(result.reason) }, "seal missed");
     });
     this.fenceOnAny(results.flatMap((r) => (r.status === "rejected" ? [r.reason] : [])));
-    const n = record.replicas.length;
-    const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
     if (sealedCount < needed || sealed.length === 0) {
       throw new HesError(
         "HES_QUORUM_LOST",
@@ -509,9 +525,18 @@ export class Volume implements BlockDevice {
 
   /**
    * One replica's seal, retried while the replica is unreachable or slow: a node that just
-   * restarted may be in its client's reconnect backoff, and a seal is idempotent.
+   * restarted may be in its client's reconnect backoff, and a seal is idempotent. Retries stop
+   * once `enough` resolves (the others sealed a quorum without this one).
    */
-  private async sealOne(chunkIndex: number, nodeId: NodeId): Promise<ChunkVersion> {
+  private async sealOne(
+    chunkIndex: number,
+    nodeId: NodeId,
+    enough: Promise<void>,
+  ): Promise<ChunkVersion> {
+    let quorumWithoutThis = false;
+    void enough.then(() => {
+      quorumWithoutThis = true;
+    });
     const chunk = this.chunkId(chunkIndex);
     for (let attempt = 1; ; attempt++) {
       try {
@@ -523,12 +548,17 @@ export class Volume implements BlockDevice {
         const node = this.view.node(nodeId);
         // A node the map holds down is not waited for.
         const alive = node !== undefined && isAlive(node);
-        if (!transient || !alive || attempt >= VOLUME_SEAL_ATTEMPTS_MAX || this.closed) {
-          throw error;
-        }
-        await new Promise<void>((resolve) => {
-          this.deps.clock.setTimer(VOLUME_SEAL_RETRY_MS, resolve);
-        });
+        const giveUp = !transient || !alive || attempt >= VOLUME_SEAL_ATTEMPTS_MAX;
+        if (giveUp || this.closed || quorumWithoutThis) throw error;
+        let timer: Timer | undefined;
+        await Promise.race([
+          enough,
+          new Promise<void>((resolve) => {
+            timer = this.deps.clock.setTimer(VOLUME_SEAL_RETRY_MS, resolve);
+          }),
+        ]);
+        timer?.cancel();
+        if (quorumWithoutThis) throw error;
       }
     }
   }

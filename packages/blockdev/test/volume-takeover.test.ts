@@ -59,3 +59,44 @@ test("takeover seals a restarted (stale) replica when the old owner's node is go
   const version = await t.node(2).pool.replica(3).version(chunk);
   assert.equal(version?.epoch, second.epoch);
 });
+
+test("takeover does not wait out seal retries on a dead node once the others sealed", async () => {
+  await t.restart(1);
+  await manager(2).create({
+    name: "dead-owner",
+    sizeBytes: CHUNK_BYTES,
+    chunkSizeBytes: CHUNK_BYTES,
+  });
+  const first = await manager(2).open({ name: "dead-owner" });
+  await first.write({ offsetBytes: 0, data: pattern(64 * 1024, 3) });
+  // Node 1 dies without the map marking it down (no liveness loop here): its seal fails at
+  // once with a refused connection, which is retryable, and nodes 2 and 3 seal without it.
+  await t.stop(1);
+  const sealsAtNode1: number[] = [];
+  const directory = {
+    replica(nodeId: number) {
+      const replica = t.node(3).pool.replica(nodeId);
+      if (nodeId !== 1) return replica;
+      return new Proxy(replica, {
+        get(target, key, receiver) {
+          const value = Reflect.get(target, key, receiver);
+          if (key !== "seal" || typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            sealsAtNode1.push(Date.now());
+            return value.apply(target, args);
+          };
+        },
+      });
+    },
+  };
+  const takeover = new VolumeManager({ control: t.cluster.control(3), directory });
+  const second = await takeover.open({ name: "dead-owner", takeover: true });
+  assert.equal(sealsAtNode1.length, 1, "no retry once a quorum had sealed");
+  const volumeId = t.cluster.map.volumeByName("dead-owner")?.volumeId as number;
+  const state = t.cluster.map.chunk(volumeId, 0)?.replicas.find((r) => r.nodeId === 1)?.state;
+  assert.equal(state, "stale", "the unsealed in-sync replica was reported");
+  assert.deepEqual(
+    await second.read({ offsetBytes: 0, lengthBytes: 64 * 1024 }),
+    pattern(64 * 1024, 3),
+  );
+});

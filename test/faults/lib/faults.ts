@@ -272,6 +272,16 @@ function diskFull(): Fault {
       return async () => {
         fs.unfill();
         context.note(`node ${node}'s disk has room again`);
+        // Put the node's data back on an ordinary directory, so later rounds that move or
+        // replace its files (stale contents, wipe) do not meet a mount point or a full disk.
+        await killNode(context, node);
+        const back = join(context.workDir, `node${node}-data-back`);
+        await run("cp", ["-a", `${dataDir}/.`, back]);
+        await fs.unmount();
+        await run("rm", ["-rf", dataDir, aside]);
+        await run("mv", [back, dataDir]);
+        await context.target.restart(node);
+        context.note(`node ${node} is back on its own disk`);
       };
     },
   };

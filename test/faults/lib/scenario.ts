@@ -197,8 +197,11 @@ async function runRound(
     }
     const injectedAt = performance.now();
     heal = await fault.inject(context);
-    const someNodeUp = target.nodeNumbers.some((n) => target.process(n) !== undefined);
-    if (fault.killsExporter && target.failsOver && someNodeUp) {
+    // A takeover needs the cluster map, hence a Raft majority: with fewer nodes up (two of three
+    // killed) no failover is owed before the heal, only service back after it.
+    const upCount = target.nodeNumbers.filter((n) => target.process(n) !== undefined).length;
+    const majorityUp = upCount > target.nodeNumbers.length / 2;
+    if (fault.killsExporter && target.failsOver && majorityUp) {
       await target.awaitService(SERVICE_BACK_MS_MAX);
       record.failoverMs = performance.now() - injectedAt;
       const exportMs = target.lastExportMs;
