@@ -17,7 +17,7 @@ import {
   wipe,
 } from "./disk-faults.js";
 import { run } from "./exec.js";
-import { NODE_START_MS_MAX } from "./limits.js";
+import { NODE_START_MS_MAX, ROLE_WAIT_MS_MAX } from "./limits.js";
 import { bridge, cutOneWay, heal, loss, partition } from "./net-faults.js";
 import type { Role, Target } from "./target.js";
 import type { Endpoint } from "./topology.js";
@@ -48,9 +48,20 @@ export interface Fault {
 
 const noop: Heal = async () => undefined;
 
+/**
+ * A node with `role`, waiting (bounded) while none has it: after the previous round a replica
+ * may still be catching up, and a round is not failed for the cluster being busy recovering.
+ */
 async function pick(context: FaultContext, role: Role, exclude: number[] = []): Promise<number> {
-  const node = await context.target.nodeWithRole(role, exclude);
-  if (node === undefined) throw new Error(`no node has role ${role} now`);
+  const deadline = performance.now() + ROLE_WAIT_MS_MAX;
+  let node = await context.target.nodeWithRole(role, exclude);
+  while (node === undefined && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    node = await context.target.nodeWithRole(role, exclude);
+  }
+  if (node === undefined) {
+    throw new Error(`no node has role ${role} within ${ROLE_WAIT_MS_MAX} ms`);
+  }
   context.note(`${role} is node ${node}`);
   return node;
 }

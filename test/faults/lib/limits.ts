@@ -49,3 +49,9 @@ if (
 ) {
   throw new Error("fault-suite layout overlaps: hot set, probe block and fio regions");
 }
+
+/**
+ * How long a fault waits for a node with the role it targets (a replica still catching up from
+ * the previous round has none): longer than a small volume's catch-up, shorter than a round.
+ */
+export const ROLE_WAIT_MS_MAX = 20_000;
