@@ -41,7 +41,7 @@ import type {
   WriteRequest,
   WriteZeroesRequest,
 } from "./block-device.js";
-import { withDeadline } from "./deadline.js";
+import { type DeadlineCallOptions, withDeadline } from "./deadline.js";
 import {
   blockFlags,
   type ChangedExtent,
@@ -540,8 +540,8 @@ export class Volume implements BlockDevice {
     const chunk = this.chunkId(chunkIndex);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.callReplica(nodeId, "seal", undefined, (replica, signal) =>
-          replica.seal(chunk, this.epochValue, { signal }),
+        return await this.callReplica(nodeId, "seal", undefined, (replica, o) =>
+          replica.seal(chunk, this.epochValue, o),
         );
       } catch (error) {
         const transient = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT");
@@ -584,7 +584,7 @@ export class Volume implements BlockDevice {
         s.nodeId,
         "changed blocks",
         undefined,
-        (replica, signal) => replica.changedBlocks(chunk, { sinceSeq }, { signal }),
+        (replica, o) => replica.changedBlocks(chunk, { sinceSeq }, o),
       );
       changed.push(...runs);
     }
@@ -624,11 +624,9 @@ export class Volume implements BlockDevice {
     const chunk = this.chunkId(chunkIndex);
     const blocks = lengthBytes / BLOCK;
     const look = (nodeId: NodeId) =>
-      this.callReplica(nodeId, "reconcile", undefined, async (replica, signal) => ({
-        crcs: await replica
-          .blockChecksums(chunk, offsetBytes, lengthBytes, { signal })
-          .catch(() => undefined),
-        runs: await replica.allocation(chunk, offsetBytes, lengthBytes, { signal }),
+      this.callReplica(nodeId, "reconcile", undefined, async (replica, o) => ({
+        crcs: await replica.blockChecksums(chunk, offsetBytes, lengthBytes, o).catch(() => undefined),
+        runs: await replica.allocation(chunk, offsetBytes, lengthBytes, o),
       }));
     const [source, target] = await Promise.all([look(sourceNode), look(targetNode)]);
     const shift = (runs: ChunkRun[]) =>
@@ -669,7 +667,7 @@ export class Volume implements BlockDevice {
     nodeId: NodeId,
     what: string,
     signal: AbortSignal | undefined,
-    call: (replica: ChunkReplica, signal: AbortSignal) => Promise<T>,
+    call: (replica: ChunkReplica, options: DeadlineCallOptions) => Promise<T>,
   ): Promise<T> {
     const replica = this.deps.directory.replica(nodeId);
     return withDeadline(
@@ -677,7 +675,7 @@ export class Volume implements BlockDevice {
       this.deps.replicaDeadlineMs,
       `${what} on node ${nodeId}`,
       signal,
-      (s) => call(replica, s),
+      (o) => call(replica, o),
     );
   }
 
@@ -809,8 +807,8 @@ export class Volume implements BlockDevice {
       pending.add(seq);
     }
     const send = (nodeId: NodeId) =>
-      this.callReplica(nodeId, "write", signal, (replica, s) =>
-        call(replica, chunk, { epoch: this.epochValue, seq, signal: s }),
+      this.callReplica(nodeId, "write", signal, (replica, o) =>
+        call(replica, chunk, { epoch: this.epochValue, seq, ...o }),
       );
     const followed = Promise.allSettled(followers.map(send));
     const results = await Promise.allSettled(targets.map(send));
@@ -953,12 +951,12 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        return await this.callReplica(nodeId, "allocation", undefined, (replica, signal) =>
+        return await this.callReplica(nodeId, "allocation", undefined, (replica, o) =>
           replica.allocation(
             chunk,
             offsetBytes,
             lengthBytes,
-            snapshotId === undefined ? { signal } : { snapshotId, signal },
+            snapshotId === undefined ? o : { snapshotId, ...o },
           ),
         );
       } catch (error) {
@@ -984,10 +982,10 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        const data = await this.callReplica(nodeId, "read", signal, (replica, s) =>
+        const data = await this.callReplica(nodeId, "read", signal, (replica, o) =>
           replica.read(chunk, offsetBytes, target.byteLength, {
             epoch,
-            signal: s,
+            ...o,
             ...(snapshotId === undefined ? {} : { snapshotId }),
           }),
         );
@@ -1017,8 +1015,8 @@ export class Volume implements BlockDevice {
     for (const nodeId of nodes) {
       const stamp = { epoch: this.epochValue, seq: this.takeSeq() };
       try {
-        await this.callReplica(nodeId, "repair", undefined, (replica, signal) =>
-          replica.write(chunk, offsetBytes, data, { ...stamp, signal }),
+        await this.callReplica(nodeId, "repair", undefined, (replica, o) =>
+          replica.write(chunk, offsetBytes, data, { ...stamp, ...o }),
         );
         this.log.warn(
           { chunkIndex, nodeId, offsetBytes },
@@ -1600,19 +1598,19 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        return await this.callReplica(nodeId, "diff", undefined, async (replica, signal) => {
+        return await this.callReplica(nodeId, "diff", undefined, async (replica, o) => {
           if (from !== undefined && record.placedAtIndex <= from.createdAtIndex) {
             const query =
               to === undefined
                 ? { fromSnapshotId: from.snapshotId }
                 : { fromSnapshotId: from.snapshotId, toSnapshotId: to.snapshotId };
-            return replica.changedBlocks(chunk, query, { signal });
+            return replica.changedBlocks(chunk, query, o);
           }
           const runs = await replica.allocation(
             chunk,
             0,
             chunkBytes,
-            to === undefined ? { signal } : { snapshotId: to.snapshotId, signal },
+            to === undefined ? o : { snapshotId: to.snapshotId, ...o },
           );
           return runs.filter((run) => run.state !== "hole");
         });
@@ -1671,12 +1669,12 @@ export class Volume implements BlockDevice {
         data.push(new Uint8Array(blocks));
         continue;
       }
-      const runs = await this.callReplica(nodeId, "space", undefined, (replica, signal) =>
+      const runs = await this.callReplica(nodeId, "space", undefined, (replica, o) =>
         replica.allocation(
           chunk,
           0,
           chunkBytes,
-          v.snapshot === undefined ? { signal } : { snapshotId: v.snapshot.snapshotId, signal },
+          v.snapshot === undefined ? o : { snapshotId: v.snapshot.snapshotId, ...o },
         ),
       );
       data.push(blockFlags(runs, blocks, (r) => r.state === "data"));
@@ -1694,8 +1692,8 @@ export class Volume implements BlockDevice {
         b === undefined
           ? { fromSnapshotId: a.snapshotId }
           : { fromSnapshotId: a.snapshotId, toSnapshotId: b.snapshotId };
-      const runs = await this.callReplica(nodeId, "space", undefined, (replica, signal) =>
-        replica.changedBlocks(chunk, query, { signal }),
+      const runs = await this.callReplica(nodeId, "space", undefined, (replica, o) =>
+        replica.changedBlocks(chunk, query, o),
       );
       changed.push(blockFlags(runs, blocks, () => true));
     }
