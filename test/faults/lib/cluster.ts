@@ -319,6 +319,7 @@ export class HesCluster implements Target {
     if (next === undefined) return; // everything is down: the heal restarts nodes, then we export
     this.exporter = next;
     this.exportPending = true;
+    this.lastExportMs = undefined; // the failover note must not quote an earlier round's export
   }
 
   /** Waits until no volume has a degraded chunk or a replica still filling (rebuild done). */
