@@ -54,6 +54,7 @@ import {
 import {
   VOLUME_BLOCK_BYTES,
   VOLUME_CLOSE_RELEASE_MS,
+  VOLUME_FOLLOWER_FAILURE_LOG_MS,
   VOLUME_INFLIGHT_OPS_MAX,
   VOLUME_LOGICAL_BLOCK_BYTES,
   VOLUME_QUEUED_OPS_MAX,
@@ -210,6 +211,8 @@ export class Volume implements BlockDevice {
   private closed = false;
   private renewing: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
+  /** Per follower node: when its last failure was logged, and how many were not since. */
+  private readonly followerFailureLog = new Map<NodeId, { atMs: number; suppressed: number }>();
   private readonly log: Logger;
 
   /** @internal Use VolumeManager.open. */
@@ -580,11 +583,8 @@ export class Volume implements BlockDevice {
     const sinceSeq = Math.max(0, source.version.durableSeq - VOLUME_RECONCILE_SEQ_WINDOW);
     const changed: ChangedExtent[] = [];
     for (const s of sealed) {
-      const runs = await this.callReplica(
-        s.nodeId,
-        "changed blocks",
-        undefined,
-        (replica, o) => replica.changedBlocks(chunk, { sinceSeq }, o),
+      const runs = await this.callReplica(s.nodeId, "changed blocks", undefined, (replica, o) =>
+        replica.changedBlocks(chunk, { sinceSeq }, o),
       );
       changed.push(...runs);
     }
@@ -625,7 +625,9 @@ export class Volume implements BlockDevice {
     const blocks = lengthBytes / BLOCK;
     const look = (nodeId: NodeId) =>
       this.callReplica(nodeId, "reconcile", undefined, async (replica, o) => ({
-        crcs: await replica.blockChecksums(chunk, offsetBytes, lengthBytes, o).catch(() => undefined),
+        crcs: await replica
+          .blockChecksums(chunk, offsetBytes, lengthBytes, o)
+          .catch(() => undefined),
         runs: await replica.allocation(chunk, offsetBytes, lengthBytes, o),
       }));
     const [source, target] = await Promise.all([look(sourceNode), look(targetNode)]);
@@ -834,10 +836,7 @@ export class Volume implements BlockDevice {
     followerResults.forEach((result, i) => {
       if (result.status === "fulfilled") return;
       if (isHesError(result.reason, "HES_FENCED")) this.fenceOnAny([result.reason]);
-      this.log.info(
-        { chunkIndex, nodeId: followers[i], err: String(result.reason) },
-        "write to a filling or stale replica failed; its mover redoes it",
-      );
+      this.logFollowerFailure(chunkIndex, followers[i] as NodeId, result.reason);
     });
     // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
     // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
@@ -857,6 +856,21 @@ export class Volume implements BlockDevice {
         { cause: failed[0]?.error },
       );
     }
+  }
+
+  /** Logs a failed write to an uncounted replica, at most once per node per interval. */
+  private logFollowerFailure(chunkIndex: number, nodeId: NodeId, error: unknown): void {
+    const nowMs = this.deps.clock.nowMs();
+    const last = this.followerFailureLog.get(nodeId);
+    if (last !== undefined && nowMs - last.atMs < VOLUME_FOLLOWER_FAILURE_LOG_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.log.info(
+      { chunkIndex, nodeId, err: String(error), suppressed: last?.suppressed ?? 0 },
+      "write to a filling or stale replica failed; its mover redoes it",
+    );
+    this.followerFailureLog.set(nodeId, { atMs: nowMs, suppressed: 0 });
   }
 
   // -------------------------------------------------------------------------------------------

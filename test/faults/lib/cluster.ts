@@ -44,11 +44,9 @@ export function detectHes(repoRoot: string): { hes: HesCommand } | { missing: st
   }
   if (!existsSync(bin)) return { missing: `the hes bin ${bin} does not exist` };
   const cwd = process.env.HES_BIN === undefined ? repoRoot : resolve(dirname(bin), "../../..");
-  const hes = {
-    command: process.execPath,
-    args: ["--conditions=hes-source", "--import", "tsx", bin],
-    cwd,
-  };
+  // The built bin (`pnpm faults` runs `tsc -b` first), as users run it: under tsx every
+  // `hes export` of a failover spent about a second more compiling the sources.
+  const hes = { command: process.execPath, args: [bin], cwd };
   const probe = spawnSync(hes.command, [...hes.args, "node", "start", "--help"], {
     cwd,
     encoding: "utf8",
