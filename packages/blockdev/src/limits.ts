@@ -98,3 +98,7 @@ assert(VOLUME_CLOSE_RELEASE_MS < VOLUME_REPORT_DEADLINE_MS, "close gives up soon
 /** At most one "write to a filling or stale replica failed" line per node per this long: during
  * a rebuild every write to the filling replica can fail, and logging each one flooded the log. */
 export const VOLUME_FOLLOWER_FAILURE_LOG_MS = 5_000;
+
+/** Spans (≤ VOLUME_REPLICA_PIECE_BYTES each) a takeover's reconcile compares at once per
+ * chunk: one checksum and one allocation request per replica each. */
+export const VOLUME_RECONCILE_SPANS_IN_FLIGHT = 8;

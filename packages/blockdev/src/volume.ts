@@ -45,8 +45,10 @@ import { type DeadlineCallOptions, withDeadline } from "./deadline.js";
 import {
   blockFlags,
   type ChangedExtent,
+  type CompareSpan,
   chunkPieces,
   clipAndMerge,
+  compareSpans,
   mergeRanges,
   runsToExtents,
   widen,
@@ -59,6 +61,7 @@ import {
   VOLUME_LOGICAL_BLOCK_BYTES,
   VOLUME_QUEUED_OPS_MAX,
   VOLUME_RECONCILE_SEQ_WINDOW,
+  VOLUME_RECONCILE_SPANS_IN_FLIGHT,
   VOLUME_REPLICA_PIECE_BYTES,
   VOLUME_REPORT_DEADLINE_MS,
   VOLUME_REPORT_RETRY_MS,
@@ -478,6 +481,7 @@ export class Volume implements BlockDevice {
   private async sealAndReconcile(chunkIndex: number): Promise<void> {
     const record = this.view.chunk(this.volumeId, chunkIndex);
     if (record === undefined) return;
+    const startMs = this.deps.clock.nowMs();
     const targets = record.replicas;
     const n = targets.length;
     const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
@@ -500,6 +504,7 @@ export class Volume implements BlockDevice {
       }),
     );
     quorumReached();
+    const sealedMs = this.deps.clock.nowMs();
     const sealed: { nodeId: NodeId; version: ChunkVersion }[] = [];
     const failed: { nodeId: NodeId; error: unknown }[] = [];
     let sealedCount = 0;
@@ -523,7 +528,18 @@ export class Volume implements BlockDevice {
       );
     }
     for (const f of failed) await this.reportFailure(chunkIndex, f.nodeId, 0);
+    const reportedMs = this.deps.clock.nowMs();
     if (sealed.length > 1) await this.reconcile(chunkIndex, sealed);
+    this.log.debug(
+      {
+        chunkIndex,
+        sealMs: sealedMs - startMs,
+        reportMs: reportedMs - sealedMs,
+        reconcileMs: this.deps.clock.nowMs() - reportedMs,
+        failed: failed.map((f) => f.nodeId),
+      },
+      "chunk sealed and reconciled",
+    );
   }
 
   /**
@@ -581,46 +597,39 @@ export class Volume implements BlockDevice {
     const sorted = [...sealed].sort((a, b) => b.version.durableSeq - a.version.durableSeq);
     const source = sorted[0] as (typeof sorted)[number];
     const sinceSeq = Math.max(0, source.version.durableSeq - VOLUME_RECONCILE_SEQ_WINDOW);
-    const changed: ChangedExtent[] = [];
-    for (const s of sealed) {
-      const runs = await this.callReplica(s.nodeId, "changed blocks", undefined, (replica, o) =>
-        replica.changedBlocks(chunk, { sinceSeq }, o),
-      );
-      changed.push(...runs);
-    }
-    const ranges = mergeRanges(changed);
-    if (ranges.length === 0) return;
+    const changed = await Promise.all(
+      sealed.map((s) =>
+        this.callReplica(s.nodeId, "changed blocks", undefined, (replica, o) =>
+          replica.changedBlocks(chunk, { sinceSeq }, o),
+        ),
+      ),
+    );
+    const spans = compareSpans(mergeRanges(changed.flat()), BLOCK, VOLUME_REPLICA_PIECE_BYTES);
+    if (spans.length === 0) return;
     // One seq for the whole reconcile of the chunk: the seq window's accounting relies on it.
     const seq = this.takeSeq();
     for (const target of sorted.slice(1)) {
-      for (const range of ranges) {
-        for (const piece of chunkPieces(
-          range.offsetBytes,
-          range.lengthBytes,
-          Infinity,
-          VOLUME_REPLICA_PIECE_BYTES,
-        )) {
-          await this.reconcilePiece(
-            chunkIndex,
-            seq,
-            source.nodeId,
-            target.nodeId,
-            piece.chunkOffsetBytes,
-            piece.lengthBytes,
-          );
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < spans.length) {
+          const span = spans[next++] as CompareSpan;
+          await this.reconcileSpan(chunkIndex, seq, source.nodeId, target.nodeId, span);
         }
-      }
+      };
+      const workers = Math.min(VOLUME_RECONCILE_SPANS_IN_FLIGHT, spans.length);
+      await Promise.all(Array.from({ length: workers }, worker));
     }
   }
 
-  private async reconcilePiece(
+  /** Compares the marked blocks of one span on two replicas and copies those that differ. */
+  private async reconcileSpan(
     chunkIndex: number,
     seq: number,
     sourceNode: NodeId,
     targetNode: NodeId,
-    offsetBytes: number,
-    lengthBytes: number,
+    span: CompareSpan,
   ): Promise<void> {
+    const { offsetBytes, lengthBytes, mask } = span;
     const chunk = this.chunkId(chunkIndex);
     const blocks = lengthBytes / BLOCK;
     const look = (nodeId: NodeId) =>
@@ -645,6 +654,7 @@ export class Volume implements BlockDevice {
     const targetReplica = this.deps.directory.replica(targetNode);
     const sourceReplica = this.deps.directory.replica(sourceNode);
     for (let b = 0; b < blocks; b++) {
+      if (mask[b] !== 1) continue;
       const same =
         target.crcs !== undefined &&
         target.crcs[b] === source.crcs[b] &&
