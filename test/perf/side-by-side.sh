@@ -49,6 +49,7 @@ for i in 1 2 3; do pids+=("hes-node-$i=$(pgrep -f "$D/node-$i/config.json" | hea
 TARGETS=${TARGETS:-local rbd nbd}
 if [[ " $TARGETS " == *" rbd "* ]] && ! timeout 15 bash "$BENCH/ceph-cluster.sh" status >/dev/null 2>&1; then
   CEPH_STARTED=1
+  bash "$BENCH/ceph-cluster.sh" down >/dev/null 2>&1 || true # leftovers of an earlier run
   bash "$BENCH/ceph-cluster.sh" up
 fi
 echo "# side-by-side $(date -u +%FT%TZ) hes $(git -C "$ROOT" rev-parse --short HEAD)" \
