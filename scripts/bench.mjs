@@ -36,7 +36,9 @@ for (const name of asked) {
     console.error(`unknown benchmark ${name}; known: ${suites.join(", ")}`);
     process.exit(2);
   }
-  const result = spawnSync(process.execPath, ["--import", "tsx", join(perf, `${name}.bench.ts`)], {
+  // The heap flag every hes node runs with (packages/host README); children inherit execArgv.
+  const flags = ["--initial-old-space-size=256", "--import", "tsx"];
+  const result = spawnSync(process.execPath, [...flags, join(perf, `${name}.bench.ts`)], {
     cwd: root,
     stdio: "inherit",
     env: { UV_THREADPOOL_SIZE: "16", ...process.env },

@@ -134,9 +134,13 @@ test("kill -9 a node while writing through NBD, keep writing, restart it: no ack
     await writeBlocks(50, 100); // the other two still form the write quorum
     await client.flush();
 
-    restarted = spawn(process.execPath, [bin, "node", "start", "--config", config(3)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    restarted = spawn(
+      process.execPath,
+      ["--initial-old-space-size=256", bin, "node", "start", "--config", config(3)],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     await waitForOutput(restarted, /node 3 up:/, 60_000);
     await writeBlocks(150, 50);
     await client.flush();

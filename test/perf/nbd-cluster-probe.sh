@@ -21,7 +21,7 @@ if [ ! -f "$D/cluster.json" ]; then
   FRESH=1
 fi
 for i in 1 2 3; do
-  ($H node start --config "$D/node-$i/config.json" >"$D/node-$i.log" 2>&1 &)
+  (node --initial-old-space-size=256 "$ROOT/packages/cli/bin/hes.mjs" node start --config "$D/node-$i/config.json" >"$D/node-$i.log" 2>&1 &)
 done
 export HES_CONFIG=$D/node-1/config.json
 for _ in $(seq 1 60); do $H status 2>/dev/null | grep -q "3/3 up" && break; sleep 1; done

@@ -127,3 +127,48 @@ export function blockFlags(
   }
   return flags;
 }
+
+/** A span of a chunk to compare at once, and which of its 4 KiB blocks to compare. */
+export interface CompareSpan {
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+  /** One byte per block of the span: 1 where a changed range covers it. */
+  readonly mask: Uint8Array;
+}
+
+/**
+ * Groups sorted, disjoint, block-aligned ranges into spans of at most `spanBytesMax`, so
+ * that many small changed ranges cost one checksum/allocation request per span instead of one
+ * each (2,560 random 4 KiB writes took 2 s to reconcile range by range). A range longer than a
+ * span is split. Only the blocks of the ranges are marked for comparison, never the gaps.
+ */
+export function compareSpans(
+  ranges: readonly ChangedExtent[],
+  blockBytes: number,
+  spanBytesMax: number,
+): CompareSpan[] {
+  const spans: { offsetBytes: number; endBytes: number; parts: ChangedExtent[] }[] = [];
+  for (const range of ranges) {
+    let at = range.offsetBytes;
+    const end = range.offsetBytes + range.lengthBytes;
+    while (at < end) {
+      let span = spans[spans.length - 1];
+      if (span === undefined || at + blockBytes - span.offsetBytes > spanBytesMax) {
+        span = { offsetBytes: at, endBytes: at, parts: [] };
+        spans.push(span);
+      }
+      const partEnd = Math.min(end, span.offsetBytes + spanBytesMax);
+      span.parts.push({ offsetBytes: at, lengthBytes: partEnd - at });
+      span.endBytes = partEnd;
+      at = partEnd;
+    }
+  }
+  return spans.map((span) => {
+    const mask = new Uint8Array((span.endBytes - span.offsetBytes) / blockBytes);
+    for (const part of span.parts) {
+      const first = (part.offsetBytes - span.offsetBytes) / blockBytes;
+      mask.fill(1, first, first + part.lengthBytes / blockBytes);
+    }
+    return { offsetBytes: span.offsetBytes, lengthBytes: span.endBytes - span.offsetBytes, mask };
+  });
+}

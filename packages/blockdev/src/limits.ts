@@ -94,3 +94,11 @@ assert(VOLUME_REPORT_RETRY_MS < VOLUME_REPORT_DEADLINE_MS, "a report gets severa
  */
 export const VOLUME_CLOSE_RELEASE_MS = 3000;
 assert(VOLUME_CLOSE_RELEASE_MS < VOLUME_REPORT_DEADLINE_MS, "close gives up sooner than IO");
+
+/** At most one "write to a filling or stale replica failed" line per node per this long: during
+ * a rebuild every write to the filling replica can fail, and logging each one flooded the log. */
+export const VOLUME_FOLLOWER_FAILURE_LOG_MS = 5_000;
+
+/** Spans (≤ VOLUME_REPLICA_PIECE_BYTES each) a takeover's reconcile compares at once per
+ * chunk: one checksum and one allocation request per replica each. */
+export const VOLUME_RECONCILE_SPANS_IN_FLIGHT = 8;

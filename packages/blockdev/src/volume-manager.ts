@@ -126,6 +126,7 @@ export class VolumeManager {
    * HES_LEASE_HELD when another node holds it and `takeover` is not set.
    */
   async open(options: OpenVolumeOptions): Promise<Volume> {
+    const startMs = this.deps.clock.nowMs();
     const record = await this.record(options.name);
     const value = await this.control.propose({
       kind: "openVolume",
@@ -142,12 +143,22 @@ export class VolumeManager {
       ...(options.qos === undefined ? {} : { qos: options.qos }),
       ...(options.seqCounterMax === undefined ? {} : { seqCounterMax: options.seqCounterMax }),
     });
+    const leaseMs = this.deps.clock.nowMs() - startMs;
     try {
       await volume.prepareAll();
     } catch (error) {
       await volume.close().catch(() => undefined);
       throw error;
     }
+    this.deps.logger.debug(
+      {
+        volume: record.name,
+        epoch: value.epoch,
+        leaseMs,
+        totalMs: this.deps.clock.nowMs() - startMs,
+      },
+      "volume open: lease taken, every chunk sealed and reconciled",
+    );
     return volume;
   }
 

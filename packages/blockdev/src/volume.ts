@@ -41,12 +41,14 @@ import type {
   WriteRequest,
   WriteZeroesRequest,
 } from "./block-device.js";
-import { withDeadline } from "./deadline.js";
+import { type DeadlineCallOptions, withDeadline } from "./deadline.js";
 import {
   blockFlags,
   type ChangedExtent,
+  type CompareSpan,
   chunkPieces,
   clipAndMerge,
+  compareSpans,
   mergeRanges,
   runsToExtents,
   widen,
@@ -54,10 +56,12 @@ import {
 import {
   VOLUME_BLOCK_BYTES,
   VOLUME_CLOSE_RELEASE_MS,
+  VOLUME_FOLLOWER_FAILURE_LOG_MS,
   VOLUME_INFLIGHT_OPS_MAX,
   VOLUME_LOGICAL_BLOCK_BYTES,
   VOLUME_QUEUED_OPS_MAX,
   VOLUME_RECONCILE_SEQ_WINDOW,
+  VOLUME_RECONCILE_SPANS_IN_FLIGHT,
   VOLUME_REPLICA_PIECE_BYTES,
   VOLUME_REPORT_DEADLINE_MS,
   VOLUME_REPORT_RETRY_MS,
@@ -210,6 +214,8 @@ export class Volume implements BlockDevice {
   private closed = false;
   private renewing: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
+  /** Per follower node: when its last failure was logged, and how many were not since. */
+  private readonly followerFailureLog = new Map<NodeId, { atMs: number; suppressed: number }>();
   private readonly log: Logger;
 
   /** @internal Use VolumeManager.open. */
@@ -475,6 +481,7 @@ export class Volume implements BlockDevice {
   private async sealAndReconcile(chunkIndex: number): Promise<void> {
     const record = this.view.chunk(this.volumeId, chunkIndex);
     if (record === undefined) return;
+    const startMs = this.deps.clock.nowMs();
     const targets = record.replicas;
     const n = targets.length;
     const needed = Math.max(Math.floor(n / 2) + 1, n - this.record.writeQuorum + 1);
@@ -497,6 +504,7 @@ export class Volume implements BlockDevice {
       }),
     );
     quorumReached();
+    const sealedMs = this.deps.clock.nowMs();
     const sealed: { nodeId: NodeId; version: ChunkVersion }[] = [];
     const failed: { nodeId: NodeId; error: unknown }[] = [];
     let sealedCount = 0;
@@ -520,7 +528,18 @@ export class Volume implements BlockDevice {
       );
     }
     for (const f of failed) await this.reportFailure(chunkIndex, f.nodeId, 0);
+    const reportedMs = this.deps.clock.nowMs();
     if (sealed.length > 1) await this.reconcile(chunkIndex, sealed);
+    this.log.debug(
+      {
+        chunkIndex,
+        sealMs: sealedMs - startMs,
+        reportMs: reportedMs - sealedMs,
+        reconcileMs: this.deps.clock.nowMs() - reportedMs,
+        failed: failed.map((f) => f.nodeId),
+      },
+      "chunk sealed and reconciled",
+    );
   }
 
   /**
@@ -540,8 +559,8 @@ export class Volume implements BlockDevice {
     const chunk = this.chunkId(chunkIndex);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.callReplica(nodeId, "seal", undefined, (replica, signal) =>
-          replica.seal(chunk, this.epochValue, { signal }),
+        return await this.callReplica(nodeId, "seal", undefined, (replica, o) =>
+          replica.seal(chunk, this.epochValue, o),
         );
       } catch (error) {
         const transient = isHesError(error, "HES_UNAVAILABLE", "HES_TIMEOUT");
@@ -578,57 +597,47 @@ export class Volume implements BlockDevice {
     const sorted = [...sealed].sort((a, b) => b.version.durableSeq - a.version.durableSeq);
     const source = sorted[0] as (typeof sorted)[number];
     const sinceSeq = Math.max(0, source.version.durableSeq - VOLUME_RECONCILE_SEQ_WINDOW);
-    const changed: ChangedExtent[] = [];
-    for (const s of sealed) {
-      const runs = await this.callReplica(
-        s.nodeId,
-        "changed blocks",
-        undefined,
-        (replica, signal) => replica.changedBlocks(chunk, { sinceSeq }, { signal }),
-      );
-      changed.push(...runs);
-    }
-    const ranges = mergeRanges(changed);
-    if (ranges.length === 0) return;
+    const changed = await Promise.all(
+      sealed.map((s) =>
+        this.callReplica(s.nodeId, "changed blocks", undefined, (replica, o) =>
+          replica.changedBlocks(chunk, { sinceSeq }, o),
+        ),
+      ),
+    );
+    const spans = compareSpans(mergeRanges(changed.flat()), BLOCK, VOLUME_REPLICA_PIECE_BYTES);
+    if (spans.length === 0) return;
     // One seq for the whole reconcile of the chunk: the seq window's accounting relies on it.
     const seq = this.takeSeq();
     for (const target of sorted.slice(1)) {
-      for (const range of ranges) {
-        for (const piece of chunkPieces(
-          range.offsetBytes,
-          range.lengthBytes,
-          Infinity,
-          VOLUME_REPLICA_PIECE_BYTES,
-        )) {
-          await this.reconcilePiece(
-            chunkIndex,
-            seq,
-            source.nodeId,
-            target.nodeId,
-            piece.chunkOffsetBytes,
-            piece.lengthBytes,
-          );
+      let next = 0;
+      const worker = async (): Promise<void> => {
+        while (next < spans.length) {
+          const span = spans[next++] as CompareSpan;
+          await this.reconcileSpan(chunkIndex, seq, source.nodeId, target.nodeId, span);
         }
-      }
+      };
+      const workers = Math.min(VOLUME_RECONCILE_SPANS_IN_FLIGHT, spans.length);
+      await Promise.all(Array.from({ length: workers }, worker));
     }
   }
 
-  private async reconcilePiece(
+  /** Compares the marked blocks of one span on two replicas and copies those that differ. */
+  private async reconcileSpan(
     chunkIndex: number,
     seq: number,
     sourceNode: NodeId,
     targetNode: NodeId,
-    offsetBytes: number,
-    lengthBytes: number,
+    span: CompareSpan,
   ): Promise<void> {
+    const { offsetBytes, lengthBytes, mask } = span;
     const chunk = this.chunkId(chunkIndex);
     const blocks = lengthBytes / BLOCK;
     const look = (nodeId: NodeId) =>
-      this.callReplica(nodeId, "reconcile", undefined, async (replica, signal) => ({
+      this.callReplica(nodeId, "reconcile", undefined, async (replica, o) => ({
         crcs: await replica
-          .blockChecksums(chunk, offsetBytes, lengthBytes, { signal })
+          .blockChecksums(chunk, offsetBytes, lengthBytes, o)
           .catch(() => undefined),
-        runs: await replica.allocation(chunk, offsetBytes, lengthBytes, { signal }),
+        runs: await replica.allocation(chunk, offsetBytes, lengthBytes, o),
       }));
     const [source, target] = await Promise.all([look(sourceNode), look(targetNode)]);
     const shift = (runs: ChunkRun[]) =>
@@ -645,6 +654,7 @@ export class Volume implements BlockDevice {
     const targetReplica = this.deps.directory.replica(targetNode);
     const sourceReplica = this.deps.directory.replica(sourceNode);
     for (let b = 0; b < blocks; b++) {
+      if (mask[b] !== 1) continue;
       const same =
         target.crcs !== undefined &&
         target.crcs[b] === source.crcs[b] &&
@@ -669,7 +679,7 @@ export class Volume implements BlockDevice {
     nodeId: NodeId,
     what: string,
     signal: AbortSignal | undefined,
-    call: (replica: ChunkReplica, signal: AbortSignal) => Promise<T>,
+    call: (replica: ChunkReplica, options: DeadlineCallOptions) => Promise<T>,
   ): Promise<T> {
     const replica = this.deps.directory.replica(nodeId);
     return withDeadline(
@@ -677,7 +687,7 @@ export class Volume implements BlockDevice {
       this.deps.replicaDeadlineMs,
       `${what} on node ${nodeId}`,
       signal,
-      (s) => call(replica, s),
+      (o) => call(replica, o),
     );
   }
 
@@ -809,8 +819,8 @@ export class Volume implements BlockDevice {
       pending.add(seq);
     }
     const send = (nodeId: NodeId) =>
-      this.callReplica(nodeId, "write", signal, (replica, s) =>
-        call(replica, chunk, { epoch: this.epochValue, seq, signal: s }),
+      this.callReplica(nodeId, "write", signal, (replica, o) =>
+        call(replica, chunk, { epoch: this.epochValue, seq, ...o }),
       );
     const followed = Promise.allSettled(followers.map(send));
     const results = await Promise.allSettled(targets.map(send));
@@ -836,10 +846,7 @@ export class Volume implements BlockDevice {
     followerResults.forEach((result, i) => {
       if (result.status === "fulfilled") return;
       if (isHesError(result.reason, "HES_FENCED")) this.fenceOnAny([result.reason]);
-      this.log.info(
-        { chunkIndex, nodeId: followers[i], err: String(result.reason) },
-        "write to a filling or stale replica failed; its mover redoes it",
-      );
+      this.logFollowerFailure(chunkIndex, followers[i] as NodeId, result.reason);
     });
     // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
     // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
@@ -859,6 +866,21 @@ export class Volume implements BlockDevice {
         { cause: failed[0]?.error },
       );
     }
+  }
+
+  /** Logs a failed write to an uncounted replica, at most once per node per interval. */
+  private logFollowerFailure(chunkIndex: number, nodeId: NodeId, error: unknown): void {
+    const nowMs = this.deps.clock.nowMs();
+    const last = this.followerFailureLog.get(nodeId);
+    if (last !== undefined && nowMs - last.atMs < VOLUME_FOLLOWER_FAILURE_LOG_MS) {
+      last.suppressed++;
+      return;
+    }
+    this.log.info(
+      { chunkIndex, nodeId, err: String(error), suppressed: last?.suppressed ?? 0 },
+      "write to a filling or stale replica failed; its mover redoes it",
+    );
+    this.followerFailureLog.set(nodeId, { atMs: nowMs, suppressed: 0 });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -953,12 +975,12 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        return await this.callReplica(nodeId, "allocation", undefined, (replica, signal) =>
+        return await this.callReplica(nodeId, "allocation", undefined, (replica, o) =>
           replica.allocation(
             chunk,
             offsetBytes,
             lengthBytes,
-            snapshotId === undefined ? { signal } : { snapshotId, signal },
+            snapshotId === undefined ? o : { snapshotId, ...o },
           ),
         );
       } catch (error) {
@@ -984,10 +1006,10 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        const data = await this.callReplica(nodeId, "read", signal, (replica, s) =>
+        const data = await this.callReplica(nodeId, "read", signal, (replica, o) =>
           replica.read(chunk, offsetBytes, target.byteLength, {
             epoch,
-            signal: s,
+            ...o,
             ...(snapshotId === undefined ? {} : { snapshotId }),
           }),
         );
@@ -1017,8 +1039,8 @@ export class Volume implements BlockDevice {
     for (const nodeId of nodes) {
       const stamp = { epoch: this.epochValue, seq: this.takeSeq() };
       try {
-        await this.callReplica(nodeId, "repair", undefined, (replica, signal) =>
-          replica.write(chunk, offsetBytes, data, { ...stamp, signal }),
+        await this.callReplica(nodeId, "repair", undefined, (replica, o) =>
+          replica.write(chunk, offsetBytes, data, { ...stamp, ...o }),
         );
         this.log.warn(
           { chunkIndex, nodeId, offsetBytes },
@@ -1600,19 +1622,19 @@ export class Volume implements BlockDevice {
     let lastError: unknown;
     for (const nodeId of this.readOrder(record)) {
       try {
-        return await this.callReplica(nodeId, "diff", undefined, async (replica, signal) => {
+        return await this.callReplica(nodeId, "diff", undefined, async (replica, o) => {
           if (from !== undefined && record.placedAtIndex <= from.createdAtIndex) {
             const query =
               to === undefined
                 ? { fromSnapshotId: from.snapshotId }
                 : { fromSnapshotId: from.snapshotId, toSnapshotId: to.snapshotId };
-            return replica.changedBlocks(chunk, query, { signal });
+            return replica.changedBlocks(chunk, query, o);
           }
           const runs = await replica.allocation(
             chunk,
             0,
             chunkBytes,
-            to === undefined ? { signal } : { snapshotId: to.snapshotId, signal },
+            to === undefined ? o : { snapshotId: to.snapshotId, ...o },
           );
           return runs.filter((run) => run.state !== "hole");
         });
@@ -1671,12 +1693,12 @@ export class Volume implements BlockDevice {
         data.push(new Uint8Array(blocks));
         continue;
       }
-      const runs = await this.callReplica(nodeId, "space", undefined, (replica, signal) =>
+      const runs = await this.callReplica(nodeId, "space", undefined, (replica, o) =>
         replica.allocation(
           chunk,
           0,
           chunkBytes,
-          v.snapshot === undefined ? { signal } : { snapshotId: v.snapshot.snapshotId, signal },
+          v.snapshot === undefined ? o : { snapshotId: v.snapshot.snapshotId, ...o },
         ),
       );
       data.push(blockFlags(runs, blocks, (r) => r.state === "data"));
@@ -1694,8 +1716,8 @@ export class Volume implements BlockDevice {
         b === undefined
           ? { fromSnapshotId: a.snapshotId }
           : { fromSnapshotId: a.snapshotId, toSnapshotId: b.snapshotId };
-      const runs = await this.callReplica(nodeId, "space", undefined, (replica, signal) =>
-        replica.changedBlocks(chunk, query, { signal }),
+      const runs = await this.callReplica(nodeId, "space", undefined, (replica, o) =>
+        replica.changedBlocks(chunk, query, o),
       );
       changed.push(blockFlags(runs, blocks, () => true));
     }

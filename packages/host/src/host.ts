@@ -31,6 +31,7 @@ import { formatHostPort, type HostConfig, type HostPort, validateHostConfig } fr
 import { ackBeforeWriteDevice, anyHostFault, type HostFaults } from "./fault-hooks.js";
 import { EXPORTS_MAX, GRPC_SHUTDOWN_GRACE_MS, OPEN_VOLUMES_MAX, STOP_DRAIN_MS } from "./limits.js";
 import { HostMetrics, type MemberGauges, MetricsServer, meteredDevice } from "./metrics.js";
+import { HOST_NODE_FLAGS, heapSizedForStorage } from "./node-flags.js";
 import {
   dataPlaneServerTls,
   grpcChannelCredentials,
@@ -160,6 +161,13 @@ export class Host {
   static async start(config: HostConfig, options: HostOptions = {}): Promise<Host> {
     const checked = validateHostConfig(JSON.parse(JSON.stringify(config)), process.cwd());
     const logger = (options.logger ?? nullLogger).child({ node: checked.nodeId });
+    if (!heapSizedForStorage()) {
+      logger.warn(
+        { execArgv: process.execArgv, flags: HOST_NODE_FLAGS },
+        "node runs without an initial old-space size: V8 will run a major GC every few MiB of " +
+          "IO; start node with these flags (docs/PERFORMANCE.md)",
+      );
+    }
     const components = options.components ?? clusterComponents();
     const undo: (() => Promise<void>)[] = [];
     try {

@@ -58,6 +58,7 @@ export {
   MetricsServer,
   meteredDevice,
 } from "./metrics.js";
+export { HOST_NODE_FLAGS, heapSizedForStorage } from "./node-flags.js";
 export {
   dataPlaneClientTls,
   dataPlaneServerTls,

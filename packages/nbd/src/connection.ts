@@ -725,8 +725,8 @@ export class Connection implements Executor {
   }
 
   /**
-   * Queues buffers on the socket, corked until the next tick so the replies completed in one
-   * tick leave in one writev. `onFlushed` runs once the socket has taken them.
+   * Queues buffers on the socket, corked until `setImmediate` (after the event loop's poll
+   * phase) so the replies completed in one turn of the loop leave in one writev. `onFlushed` runs once the socket has taken them.
    */
   send(parts: readonly Uint8Array[], onFlushed?: (error?: Error | null) => void): void {
     const socket = this.socket;
@@ -737,7 +737,7 @@ export class Connection implements Executor {
     if (!this.corked) {
       this.corked = true;
       socket.cork();
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false;
         socket.uncork();
       });

@@ -107,6 +107,12 @@ export const GRPC_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.keepalive_time_ms": 10_000,
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
+  // grpc-js backs off reconnects 1.6× per failed attempt from 1 s up to 120 s: after a peer
+  // had been down a minute its next attempt could be ~40 s away, and even after a short
+  // outage a restarted peer went uncounted for seconds (a leader stepped down for want of a
+  // quorum in the fault suite). Peers are few and known: try a dead one every ≤ 1 s.
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 1_000,
 };
 
 /** Server options matching {@link GRPC_CHANNEL_OPTIONS}. */

@@ -182,6 +182,41 @@ describe("RaftNode", () => {
     }
   });
 
+  test("a follower's read asked of a leader that died fails at the next leader, not at its timeout", async () => {
+    // A request timeout far beyond the test's bounds: without the fix the read would only
+    // end with HES_TIMEOUT after it (the takeover after a leader's death waited 3 s for it).
+    const cluster = await startCluster([1, 2, 3], { requestTimeoutTicks: 100_000 });
+    try {
+      const leader = await leaderOf(cluster);
+      await leader.propose(put("a=1"));
+      const oldId = leader.status().id;
+      const followerId = ([1, 2, 3] as NodeId[]).find((id) => id !== oldId) as NodeId;
+      const follower = cluster.nodes.get(followerId) as RaftNode<string | undefined>;
+      await leader.stop(); // its ReadIndex messages are lost from now on
+      assert.equal(follower.status().leaderId, oldId, "the follower still follows the dead leader");
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        follower.readIndex().then(
+          () => "confirmed",
+          (error: unknown) => (isHesError(error, "HES_NOT_LEADER") ? "not-leader" : String(error)),
+        ),
+        new Promise<string>((resolve) => {
+          timer = setTimeout(() => resolve("still pending after 10 s"), 10_000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.equal(outcome, "not-leader");
+      assert.notEqual(follower.status().leaderId, oldId, "failed once the leader changed");
+      await waitFor("a new leader", () =>
+        [...cluster.nodes.values()].some((n) => n !== leader && n.status().role === "leader"),
+      );
+      const { index } = await follower.readIndex(); // and the retry is served by the new one
+      assert.ok(index >= 1);
+    } finally {
+      await stopAll(cluster);
+    }
+  });
+
   test("a full restart recovers the log and state machine from disk", async () => {
     const cluster = await startCluster([1, 2, 3], { snapshotEntriesInterval: 25 });
     let committed: number;

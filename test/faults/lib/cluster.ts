@@ -44,11 +44,9 @@ export function detectHes(repoRoot: string): { hes: HesCommand } | { missing: st
   }
   if (!existsSync(bin)) return { missing: `the hes bin ${bin} does not exist` };
   const cwd = process.env.HES_BIN === undefined ? repoRoot : resolve(dirname(bin), "../../..");
-  const hes = {
-    command: process.execPath,
-    args: ["--conditions=hes-source", "--import", "tsx", bin],
-    cwd,
-  };
+  // The built bin (`pnpm faults` runs `tsc -b` first), as users run it: under tsx every
+  // `hes export` of a failover spent about a second more compiling the sources.
+  const hes = { command: process.execPath, args: [bin], cwd };
   const probe = spawnSync(hes.command, [...hes.args, "node", "start", "--help"], {
     cwd,
     encoding: "utf8",
@@ -245,7 +243,12 @@ export class HesCluster implements Target {
     const process = ManagedProcess.spawn({
       namespace: this.topology.node(node).namespace,
       command: this.options.hes.command,
-      args: [...this.options.hes.args, "node", "start", "--config", this.configPath(node)],
+      // The flag the example and docs/PERFORMANCE.md give every node: V8's heap sized for IO.
+      args: [
+        "--initial-old-space-size=256",
+        ...this.options.hes.args,
+        ...["node", "start", "--config", this.configPath(node)],
+      ],
       logDir: this.options.logDir,
       name: `node${node}`,
       cwd: this.options.hes.cwd,
@@ -314,6 +317,7 @@ export class HesCluster implements Target {
     if (next === undefined) return; // everything is down: the heal restarts nodes, then we export
     this.exporter = next;
     this.exportPending = true;
+    this.lastExportMs = undefined; // the failover note must not quote an earlier round's export
   }
 
   /** Waits until no volume has a degraded chunk or a replica still filling (rebuild done). */

@@ -247,6 +247,12 @@ function disk(name: string, role: Role, syscalls: string[], fault: SyscallFaultS
       return async () => {
         await tracer.detach();
         context.note(`${name}: ${tracer.injectedCount()} injections`);
+        // A node may stop on a failed disk write (fail-stop, HES_IO): the heal replaces the
+        // disk, so it starts again, as an operator would; later rounds need it.
+        if (context.target.process(node) === undefined) {
+          context.note(`node ${node} stopped on the disk fault`);
+          await restartNodes(context, [node]);
+        }
       };
     },
   };

@@ -112,6 +112,8 @@ interface PendingProposal<Result> {
 interface PendingRead {
   readonly waiter: Waiter<number>;
   readonly deadlineTick: number;
+  /** The leader asked to confirm it (this member when leading). */
+  readonly leaderId: NodeId;
   index: number;
 }
 
@@ -237,7 +239,8 @@ export class RaftLoop<Result = unknown> {
       return noop;
     }
     const deadlineTick = this.tickCount + this.options.requestTimeoutTicks;
-    this.reads.set(requestId, { waiter, deadlineTick, index: -1 });
+    const { leaderId } = this.core.status();
+    this.reads.set(requestId, { waiter, deadlineTick, leaderId, index: -1 });
     this.schedulePump();
     return () => {
       this.reads.delete(requestId);
@@ -441,6 +444,7 @@ export class RaftLoop<Result = unknown> {
     if (rd.softState !== undefined) {
       this.logger.debug({ ...rd.softState }, "raft role changed");
       this.settleTransfers();
+      this.dropReadsOfOldLeader(rd.softState.leaderId, settle);
     }
     for (const fn of settle) fn();
     this.schedulePump();
@@ -506,6 +510,24 @@ export class RaftLoop<Result = unknown> {
       this.reads.delete(id);
       const index = read.index;
       settle.push(() => read.waiter.resolve(index));
+    }
+  }
+
+  /**
+   * Fails the reads still unconfirmed by a leader that is no longer this member's: a read
+   * asked of a leader that died would otherwise wait out the request timeout (3 s) although
+   * a new leader could confirm it at once. The caller retries (HES_NOT_LEADER changes
+   * nothing). Reads already confirmed keep their index: it was valid when confirmed.
+   */
+  private dropReadsOfOldLeader(leaderId: NodeId, settle: Array<() => void>): void {
+    for (const [id, read] of this.reads) {
+      if (read.index >= 0 || read.leaderId === leaderId) continue;
+      this.reads.delete(id);
+      settle.push(() =>
+        read.waiter.reject(
+          new HesError("HES_NOT_LEADER", `leader changed from ${read.leaderId} to ${leaderId}`),
+        ),
+      );
     }
   }
 
