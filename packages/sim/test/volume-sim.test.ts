@@ -45,6 +45,7 @@ const REGRESSION_SEEDS: readonly number[] = [
   12, // a failed zero-write has an unknown outcome too (a test bug, kept as a case)
   41, // a snapshot pinned on one replica that later left the in-sync set (the pin gap)
   1063, // the heal left the last event's dropped link down (a test bug, kept as a case)
+  223958754, // a failed takeover fenced the owner and no one reopened (a test bug, kept)
 ];
 
 class SimNode {
@@ -400,11 +401,40 @@ async function runSeedWith(seed: number, clock: ManualClock): Promise<void> {
       node.dropped = false;
       node.slowMs = 0;
     }
+    volume = await reopenIfFenced(run, world, volume, owner);
     volume = await betweenRounds(run, world, volume, owner, snapshots, (n) => {
       owner = n;
     });
   }
   await finish(run, world, volume, owner, snapshots);
+}
+
+/**
+ * A takeover that took the new epoch in the map but failed to seal (too few replicas up)
+ * still fences the owner it was taking from: some replicas may hold the new epoch, so the old
+ * owner must stop. No one serves the volume then, and the host agent retries the open with
+ * takeover; the owner node does that here (seed 223958754: node 2's takeover failed with node
+ * 1 down, and node 3's volume was fenced at epoch 2 by epoch 3).
+ */
+async function reopenIfFenced(
+  run: Run,
+  world: World,
+  volume: Volume,
+  owner: number,
+): Promise<Volume> {
+  if (!volume.fenced || world.nodes[owner - 1]?.store === undefined) return volume;
+  try {
+    const reopened = await (world.managers[owner] as VolumeManager).open({
+      name: "v",
+      takeover: true,
+    });
+    trace(run, `node ${owner} reopened its fenced volume (epoch ${reopened.epoch})`);
+    await volume.close().catch(() => undefined);
+    return reopened;
+  } catch (error) {
+    trace(run, `node ${owner} could not reopen its fenced volume: ${String(error)}`);
+    return volume;
+  }
 }
 
 /** One seeded event between rounds; returns the volume to use next (a takeover changes it). */
@@ -527,7 +557,7 @@ async function checkSnapshot(
 async function finish(
   run: Run,
   world: World,
-  volume: Volume,
+  fencedOrLive: Volume,
   owner: number,
   snapshots: SnapshotExpectation[],
 ): Promise<void> {
@@ -537,6 +567,7 @@ async function finish(
     if (node.store === undefined) await node.open(false);
   }
   for (const node of world.nodes) await catchUp(run, world, node);
+  const volume = await reopenIfFenced(run, world, fencedOrLive, owner);
   const invoke = run.step++;
   const all = await volume.read({ offsetBytes: 0, lengthBytes: VOLUME_BLOCKS * BLOCK });
   const response = run.step++;
