@@ -146,6 +146,12 @@ interface ChunkState {
    * them out of the in-sync set and, after catch-up, back in.
    */
   readonly leaving: Set<NodeId>;
+  /**
+   * The failure report in flight for each leaving replica. Another mutation whose write there
+   * failed too waits for it: it may not be acknowledged while the map still counts that
+   * replica in sync.
+   */
+  readonly reporting: Map<NodeId, Promise<void>>;
 }
 
 /** Where a read is served from: this volume's head, or a snapshot of it or of an ancestor. */
@@ -406,7 +412,7 @@ export class Volume implements BlockDevice {
   private chunkState(chunkIndex: number): ChunkState {
     let state = this.chunks.get(chunkIndex);
     if (state === undefined) {
-      state = { pending: new Map(), leaving: new Set() };
+      state = { pending: new Map(), leaving: new Set(), reporting: new Map() };
       this.chunks.set(chunkIndex, state);
     }
     return state;
@@ -770,6 +776,24 @@ export class Volume implements BlockDevice {
     }
   }
 
+  /**
+   * Waits for a concurrent mutation's report of `nodeId`, whose write of this mutation failed
+   * too. Fails (outcome unknown) when the map still counts the replica in sync afterwards,
+   * because that report failed: the acknowledged write would be missing from an in-sync replica.
+   */
+  private async awaitReport(chunkIndex: number, state: ChunkState, nodeId: NodeId) {
+    await state.reporting.get(nodeId);
+    const replica = this.view
+      .chunk(this.volumeId, chunkIndex)
+      ?.replicas.find((r) => r.nodeId === nodeId);
+    if (replica?.state === "in-sync" && state.leaving.has(nodeId)) {
+      throw new HesError(
+        "HES_UNAVAILABLE",
+        `chunk ${chunkIndex} of ${this.name}: the failure of node ${nodeId} is not in the map yet`,
+      );
+    }
+  }
+
   /** The in-sync replicas a mutation goes to (not those being reported). */
   private writeTargets(record: ChunkRecord, state: ChunkState): NodeId[] {
     for (const nodeId of state.leaving) {
@@ -826,11 +850,16 @@ export class Volume implements BlockDevice {
     const results = await Promise.allSettled(targets.map(send));
     let acknowledged = 0;
     const failed: { nodeId: NodeId; error: unknown; safeSeq: number }[] = [];
+    const reportedElsewhere: NodeId[] = [];
     results.forEach((result, i) => {
       const nodeId = targets[i] as NodeId;
       const pending = state.pending.get(nodeId);
-      // Reported by a concurrent operation meanwhile: it no longer counts, nor is reported twice.
-      if (pending === undefined) return;
+      // Reported by a concurrent operation meanwhile: it no longer counts, nor is reported
+      // twice; if this write failed there too, it waits for that report below.
+      if (pending === undefined) {
+        if (result.status === "rejected") reportedElsewhere.push(nodeId);
+        return;
+      }
       if (result.status === "fulfilled") {
         pending.delete(seq);
         acknowledged++;
@@ -856,8 +885,15 @@ export class Volume implements BlockDevice {
       this.log.warn({ chunkIndex, nodeId: f.nodeId, err: String(f.error) }, "replica write failed");
       state.pending.delete(f.nodeId);
       state.leaving.add(f.nodeId);
-      await this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
+      const report = this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
+      state.reporting.set(f.nodeId, report);
+      try {
+        await report;
+      } finally {
+        if (state.reporting.get(f.nodeId) === report) state.reporting.delete(f.nodeId);
+      }
     }
+    for (const nodeId of reportedElsewhere) await this.awaitReport(chunkIndex, state, nodeId);
     if (acknowledged < this.record.writeQuorum) {
       throw new HesError(
         "HES_QUORUM_LOST",
