@@ -1023,15 +1023,16 @@ export class Volume implements BlockDevice {
 
   /**
    * In-sync replicas in read preference order: this node's first. For this volume's own
-   * chunks, not those this owner is reporting or that owe it writes: they may lack a write
-   * that the others have (or had, for one that failed), and a read there could go back in time.
+   * chunks, not those that owe this owner writes (ChunkState.owed): one may lack an
+   * acknowledged write. (A replica being reported stays readable: what it lacks is the write
+   * whose report is in flight, not yet acknowledged.)
    */
   private readOrder(record: ChunkRecord): NodeId[] {
     const state =
       record.volumeId === this.volumeId ? this.chunks.get(record.chunkIndex) : undefined;
     const nodes = inSyncReplicas(record)
       .map((r) => r.nodeId)
-      .filter((n) => state === undefined || (!state.leaving.has(n) && !state.owed.has(n)));
+      .filter((n) => state === undefined || !state.owed.has(n));
     const self = this.deps.control.nodeId;
     return [...nodes.filter((n) => n === self), ...nodes.filter((n) => n !== self)];
   }
