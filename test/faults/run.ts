@@ -10,6 +10,7 @@
  *   pnpm faults --expect-fail           exit 0 only if violations were found (with --broken)
  *   pnpm faults --stand-in              the same machinery against nbdkit (runs today)
  *   pnpm faults --self-test [filter]    the machinery's own tests
+ *   pnpm faults --timing report         timing targets printed, not failing (CI: safety only)
  *
  * Needs root (namespaces, iptables, mounts, ptrace) and a `hes` with `node start`: without
  * either it prints SKIP with the reason and exits 0, so CI shows the skip instead of failing.
@@ -59,8 +60,15 @@ const { values, positionals } = parseArgs({
     broken: { type: "boolean" },
     "expect-fail": { type: "boolean" },
     "stand-in": { type: "boolean" },
+    timing: { type: "string" },
   },
 });
+
+const timing = ((raw = values.timing ?? "enforce"): "enforce" | "report" => {
+  if (raw === "enforce" || raw === "report") return raw;
+  console.error(`--timing must be 'enforce' or 'report', got '${raw}'`);
+  process.exit(2);
+})();
 
 function integer(name: string, raw: string | undefined, fallback: number): number {
   if (raw === undefined) return fallback;
@@ -127,6 +135,7 @@ async function main(): Promise<number> {
           faults: spec.faults,
           reportRoot,
           killAfterRebuild: standIn ? 0 : spec.killAfterRebuild,
+          timing,
           print: (line) => console.log(line),
           makeTarget: (env) =>
             standIn

@@ -146,6 +146,21 @@ interface ChunkState {
    * them out of the in-sync set and, after catch-up, back in.
    */
   readonly leaving: Set<NodeId>;
+  /**
+   * The failure report in flight for each leaving replica. Another mutation whose write there
+   * failed too waits for it: it may not be acknowledged while the map still counts that
+   * replica in sync.
+   */
+  readonly reporting: Map<NodeId, Promise<void>>;
+  /**
+   * Filling or stale replicas whose write from this owner failed or timed out, with the lowest
+   * such seq. The mover may report one caught up from a pass that began before that write
+   * reached its source, so once the map shows it in sync it is neither read from nor counted
+   * until this owner has reconciled it from a replica that owes nothing (`prepare`).
+   */
+  readonly owed: Map<NodeId, number>;
+  /** A reconcile for owed writes is queued on `ready`. */
+  repairing?: boolean;
 }
 
 /** Where a read is served from: this volume's head, or a snapshot of it or of an ancestor. */
@@ -406,7 +421,7 @@ export class Volume implements BlockDevice {
   private chunkState(chunkIndex: number): ChunkState {
     let state = this.chunks.get(chunkIndex);
     if (state === undefined) {
-      state = { pending: new Map(), leaving: new Set() };
+      state = { pending: new Map(), leaving: new Set(), reporting: new Map(), owed: new Map() };
       this.chunks.set(chunkIndex, state);
     }
     return state;
@@ -450,9 +465,27 @@ export class Volume implements BlockDevice {
     }
   }
 
-  /** Seal + reconcile once per chunk per owner; a failure is retried on the next touch. */
+  /**
+   * Seal + reconcile once per chunk per owner, and again when a replica that owes writes (see
+   * ChunkState.owed) is back in sync; a failure is retried on the next touch.
+   */
   private prepare(chunkIndex: number): Promise<void> {
     const state = this.chunkState(chunkIndex);
+    if (state.ready !== undefined && !state.repairing && this.owedInSync(chunkIndex).length > 0) {
+      state.repairing = true;
+      state.ready = state.ready
+        .then(() => this.sealAndReconcile(chunkIndex))
+        .then(
+          () => {
+            state.repairing = false;
+          },
+          (error: unknown) => {
+            state.repairing = false;
+            state.ready = undefined;
+            throw error;
+          },
+        );
+    }
     if (state.ready === undefined) {
       state.ready = this.sealAndReconcile(chunkIndex).catch((error: unknown) => {
         state.ready = undefined;
@@ -460,6 +493,17 @@ export class Volume implements BlockDevice {
       });
     }
     return state.ready;
+  }
+
+  /** Replicas the map holds in sync that owe writes of this owner (not yet reconciled). */
+  private owedInSync(chunkIndex: number): NodeId[] {
+    const owed = this.chunks.get(chunkIndex)?.owed;
+    if (owed === undefined || owed.size === 0) return [];
+    const record = this.view.chunk(this.volumeId, chunkIndex);
+    if (record === undefined) return [];
+    return inSyncReplicas(record)
+      .map((r) => r.nodeId)
+      .filter((nodeId) => owed.has(nodeId));
   }
 
   /** @internal Prepares every placed chunk (open does this, so the old owner is fenced). */
@@ -529,7 +573,20 @@ export class Volume implements BlockDevice {
     }
     for (const f of failed) await this.reportFailure(chunkIndex, f.nodeId, 0);
     const reportedMs = this.deps.clock.nowMs();
-    if (sealed.length > 1) await this.reconcile(chunkIndex, sealed);
+    const owed = this.chunkState(chunkIndex).owed;
+    const owedNow = new Map(
+      [...owed].filter(([nodeId]) => sealed.some((x) => x.nodeId === nodeId)),
+    );
+    if (owedNow.size > 0 && sealed.every((x) => owedNow.has(x.nodeId))) {
+      throw new HesError(
+        "HES_QUORUM_LOST",
+        `chunk ${chunkIndex} of ${this.name}: every sealed in-sync replica owes writes`,
+      );
+    }
+    if (sealed.length > 1) await this.reconcile(chunkIndex, sealed, owedNow);
+    // Reconciled from a replica that owes nothing: what they owed is there now (a write that
+    // failed there again meanwhile has a newer entry, which stays).
+    for (const [nodeId, seq] of owedNow) if (owed.get(nodeId) === seq) owed.delete(nodeId);
     this.log.debug(
       {
         chunkIndex,
@@ -592,11 +649,24 @@ export class Volume implements BlockDevice {
   private async reconcile(
     chunkIndex: number,
     sealed: readonly { nodeId: NodeId; version: ChunkVersion }[],
+    owed: ReadonlyMap<NodeId, number> = new Map(),
   ): Promise<void> {
     const chunk = this.chunkId(chunkIndex);
-    const sorted = [...sealed].sort((a, b) => b.version.durableSeq - a.version.durableSeq);
+    // A replica that owes writes is never the source (its newest seq does not mean it has
+    // them all), and blocks back to the oldest owed write are compared.
+    const sorted = [...sealed].sort(
+      (a, b) =>
+        Number(owed.has(a.nodeId)) - Number(owed.has(b.nodeId)) ||
+        b.version.durableSeq - a.version.durableSeq,
+    );
     const source = sorted[0] as (typeof sorted)[number];
-    const sinceSeq = Math.max(0, source.version.durableSeq - VOLUME_RECONCILE_SEQ_WINDOW);
+    const sinceSeq = Math.max(
+      0,
+      Math.min(
+        source.version.durableSeq - VOLUME_RECONCILE_SEQ_WINDOW,
+        ...[...owed.values()].map((seq) => seq - 1),
+      ),
+    );
     const changed = await Promise.all(
       sealed.map((s) =>
         this.callReplica(s.nodeId, "changed blocks", undefined, (replica, o) =>
@@ -770,6 +840,24 @@ export class Volume implements BlockDevice {
     }
   }
 
+  /**
+   * Waits for a concurrent mutation's report of `nodeId`, whose write of this mutation failed
+   * too. Fails (outcome unknown) when the map still counts the replica in sync afterwards,
+   * because that report failed: the acknowledged write would be missing from an in-sync replica.
+   */
+  private async awaitReport(chunkIndex: number, state: ChunkState, nodeId: NodeId) {
+    await state.reporting.get(nodeId);
+    const replica = this.view
+      .chunk(this.volumeId, chunkIndex)
+      ?.replicas.find((r) => r.nodeId === nodeId);
+    if (replica?.state === "in-sync" && state.leaving.has(nodeId)) {
+      throw new HesError(
+        "HES_UNAVAILABLE",
+        `chunk ${chunkIndex} of ${this.name}: the failure of node ${nodeId} is not in the map yet`,
+      );
+    }
+  }
+
   /** The in-sync replicas a mutation goes to (not those being reported). */
   private writeTargets(record: ChunkRecord, state: ChunkState): NodeId[] {
     for (const nodeId of state.leaving) {
@@ -779,7 +867,7 @@ export class Volume implements BlockDevice {
     }
     return inSyncReplicas(record)
       .map((r) => r.nodeId)
-      .filter((nodeId) => !state.leaving.has(nodeId));
+      .filter((nodeId) => !state.leaving.has(nodeId) && !state.owed.has(nodeId));
   }
 
   /**
@@ -787,9 +875,9 @@ export class Volume implements BlockDevice {
    * uncounted, because the mover's last catch-up pass relies on it (a write acknowledged after
    * that pass and before the map marks the replica in-sync would otherwise be missing there).
    */
-  private followerTargets(record: ChunkRecord): NodeId[] {
+  private followerTargets(record: ChunkRecord, state: ChunkState): NodeId[] {
     return record.replicas
-      .filter((r) => r.state !== "in-sync")
+      .filter((r) => r.state !== "in-sync" || state.owed.has(r.nodeId))
       .filter((r) => {
         const node = this.view.node(r.nodeId);
         return node !== undefined && isAlive(node);
@@ -812,7 +900,7 @@ export class Volume implements BlockDevice {
     const chunk = this.chunkId(chunkIndex);
     const state = this.chunkState(chunkIndex);
     const targets = this.writeTargets(record, state);
-    const followers = this.followerTargets(record);
+    const followers = this.followerTargets(record, state);
     for (const nodeId of targets) {
       const pending = state.pending.get(nodeId) ?? new Set<number>();
       state.pending.set(nodeId, pending);
@@ -826,11 +914,16 @@ export class Volume implements BlockDevice {
     const results = await Promise.allSettled(targets.map(send));
     let acknowledged = 0;
     const failed: { nodeId: NodeId; error: unknown; safeSeq: number }[] = [];
+    const reportedElsewhere: NodeId[] = [];
     results.forEach((result, i) => {
       const nodeId = targets[i] as NodeId;
       const pending = state.pending.get(nodeId);
-      // Reported by a concurrent operation meanwhile: it no longer counts, nor is reported twice.
-      if (pending === undefined) return;
+      // Reported by a concurrent operation meanwhile: it no longer counts, nor is reported
+      // twice; if this write failed there too, it waits for that report below.
+      if (pending === undefined) {
+        if (result.status === "rejected") reportedElsewhere.push(nodeId);
+        return;
+      }
       if (result.status === "fulfilled") {
         pending.delete(seq);
         acknowledged++;
@@ -846,7 +939,9 @@ export class Volume implements BlockDevice {
     followerResults.forEach((result, i) => {
       if (result.status === "fulfilled") return;
       if (isHesError(result.reason, "HES_FENCED")) this.fenceOnAny([result.reason]);
-      this.logFollowerFailure(chunkIndex, followers[i] as NodeId, result.reason);
+      const nodeId = followers[i] as NodeId;
+      state.owed.set(nodeId, Math.min(seq, state.owed.get(nodeId) ?? seq));
+      this.logFollowerFailure(chunkIndex, nodeId, result.reason);
     });
     // When no replica answered, the fault is not one replica's (an overloaded host, a stalled
     // disk, this node cut off): nobody is reported, and the unanswered seq stays in each
@@ -856,8 +951,15 @@ export class Volume implements BlockDevice {
       this.log.warn({ chunkIndex, nodeId: f.nodeId, err: String(f.error) }, "replica write failed");
       state.pending.delete(f.nodeId);
       state.leaving.add(f.nodeId);
-      await this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
+      const report = this.dropReplica(chunkIndex, f.nodeId, f.safeSeq);
+      state.reporting.set(f.nodeId, report);
+      try {
+        await report;
+      } finally {
+        if (state.reporting.get(f.nodeId) === report) state.reporting.delete(f.nodeId);
+      }
     }
+    for (const nodeId of reportedElsewhere) await this.awaitReport(chunkIndex, state, nodeId);
     if (acknowledged < this.record.writeQuorum) {
       throw new HesError(
         "HES_QUORUM_LOST",
@@ -919,9 +1021,18 @@ export class Volume implements BlockDevice {
     return record;
   }
 
-  /** In-sync replicas in read preference order: this node's first. */
+  /**
+   * In-sync replicas in read preference order: this node's first. For this volume's own
+   * chunks, not those that owe this owner writes (ChunkState.owed): one may lack an
+   * acknowledged write. (A replica being reported stays readable: what it lacks is the write
+   * whose report is in flight, not yet acknowledged.)
+   */
   private readOrder(record: ChunkRecord): NodeId[] {
-    const nodes = inSyncReplicas(record).map((r) => r.nodeId);
+    const state =
+      record.volumeId === this.volumeId ? this.chunks.get(record.chunkIndex) : undefined;
+    const nodes = inSyncReplicas(record)
+      .map((r) => r.nodeId)
+      .filter((n) => state === undefined || !state.owed.has(n));
     const self = this.deps.control.nodeId;
     return [...nodes.filter((n) => n === self), ...nodes.filter((n) => n !== self)];
   }

@@ -4,7 +4,7 @@
  * (or `--insecure` for a development cluster).
  */
 import type * as grpc from "@grpc/grpc-js";
-import { grpcChannelCredentials, loadHostConfig, loadTlsMaterial } from "@hes/host";
+import { grpcChannelCredentials, loadHostConfig, loadTlsMaterial } from "@hes/host/config";
 import { ClusterAdminService, createClient, HostService, type ServiceClientOf } from "@hes/proto";
 import { UsageError } from "./units.js";
 

@@ -13,7 +13,6 @@ import {
   exitCodeOf,
   NEXT_STEP_BY_HES_CODE,
 } from "./exit-codes.js";
-import { nodeStart } from "./node-start.js";
 import { printSnapshots, printStatus, printVolume, printVolumes } from "./output.js";
 import { parseInteger, parseName, parseNodeId, parseSize, UsageError } from "./units.js";
 
@@ -107,6 +106,8 @@ export function buildProgram(io: CliIo, exit: { code: number }): Command {
     .option("--metrics-listen <host:port>", "Prometheus /metrics and /healthz address")
     .option("--insecure-development", "plaintext between nodes (flags mode has no certificates)")
     .action(async (opts) => {
+      // Loaded here, not at the top: the other commands do not pay for pino and the host.
+      const { nodeStart } = await import("./node-start.js");
       exit.code = await nodeStart(opts, io);
     });
   connectionOptions(node.command("drain").argument("<id>", "node id"))

@@ -9,7 +9,7 @@ import {
   loadHostConfig,
   parseHostPort,
   validateHostConfig,
-} from "@hes/host";
+} from "@hes/host/config";
 import { pino } from "pino";
 import type { CliIo } from "./main.js";
 import { parseNodeId, UsageError } from "./units.js";

@@ -11,6 +11,7 @@ import {
   describeMessage,
   describeReady,
   EMPTY_CONF,
+  type ConfState,
   type Entry,
   type HardState,
   type Message,
@@ -32,6 +33,8 @@ interface Member {
   stored: Stored;
   applied: string[];
   options: RaftOptions;
+  /** The configuration it was created with (what a wiped node starts from again). */
+  readonly initialConf: ConfState;
 }
 
 /** A logger that writes `LEVEL id: message` lines into the transcript output. */
@@ -169,7 +172,8 @@ export class InteractionEnv {
       this.queue = this.queue.filter((msg) => !lost(msg));
       for (const id of healed) this.isolated.delete(id);
     },
-    restart: (a) => this.each(a, (id) => this.restart(id)),
+    // restart N [wiped=true]: from its stored state, or from nothing (its disk lost).
+    restart: (a) => this.each(a, (id) => this.restart(id, a.kv.get("wiped") === "true")),
     status: (a) => this.each(a, (id) => this.status(id)),
     "raft-log": (a) => this.each(a, (id) => this.raftLog(id)),
     "log-level": (a) => {
@@ -230,13 +234,26 @@ export class InteractionEnv {
         snapshot: { meta: { index: 0, term: 0, confState: conf }, data: new Uint8Array(0) },
         entries: [...entries],
       };
-      this.members.set(id, { core: new RaftCore(options, stored), stored, applied: [], options });
+      this.members.set(id, {
+        core: new RaftCore(options, stored),
+        stored,
+        applied: [],
+        options,
+        initialConf: conf,
+      });
     }
   }
 
-  private restart(id: NodeId): void {
+  private restart(id: NodeId, wiped: boolean): void {
     const m = this.member(id);
     this.queue = this.queue.filter((msg) => msg.to !== id && msg.from !== id);
+    if (wiped) {
+      m.stored = {
+        hardState: { term: 0, vote: 0, commit: 0 },
+        snapshot: { meta: { index: 0, term: 0, confState: m.initialConf }, data: new Uint8Array(0) },
+        entries: [],
+      };
+    }
     m.core = new RaftCore(m.options, {
       hardState: m.stored.hardState,
       snapshot: m.stored.snapshot,

@@ -291,6 +291,7 @@ export class HesCluster implements Target {
     if (role === "leader")
       return leader !== undefined && live.includes(leader) ? leader : undefined;
     if (role === "replica") return live.find((n) => n !== leader && n !== this.exporter);
+    if (role === "other") return live.find((n) => n !== this.exporter);
     return live[0];
   }
 

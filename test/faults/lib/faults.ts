@@ -369,7 +369,8 @@ export const FAULTS: readonly Fault[] = [
   kill("kill-leader", ["leader"], true),
   kill("kill-replica", ["replica"], false),
   kill("kill-exporter", ["exporter"], true),
-  kill("kill-two", ["leader", "replica"], true),
+  // The leader, then a second node that is not the exporter (a replica, or the new leader).
+  kill("kill-two", ["leader", "other"], true),
   killAll(),
   pause("leader"),
   pause("replica"),

@@ -47,6 +47,13 @@ export interface ScenarioOptions {
    * exporter), and only then take the final reads: every block must still be readable.
    */
   readonly killAfterRebuild?: number;
+  /**
+   * "enforce" (the default): a missed timing target (failover p99, service back, slow-disk
+   * throughput) fails the run like a safety violation. "report": it is printed and recorded
+   * but the run passes on safety alone (CI: a loaded 2-core VM varies ~2× in speed, and a
+   * timed assertion there would be a flaky test, not a measurement).
+   */
+  readonly timing?: "enforce" | "report";
 }
 
 export interface RoundRecord extends Round {
@@ -57,6 +64,8 @@ export interface RoundRecord extends Round {
   writesPerSecondFaulty?: number;
   writesPerSecondCalm?: number;
   error?: string;
+  /** The error was the service not coming back within its bound (a timing miss). */
+  serviceNotBack?: boolean;
 }
 
 export interface ScenarioResult {
@@ -66,6 +75,8 @@ export interface ScenarioResult {
   readonly check?: CheckResult;
   readonly fio: readonly FioResult[];
   readonly problems: readonly string[];
+  /** Timing targets missed; in `problems` too unless the run's timing is "report". */
+  readonly targetMisses: readonly string[];
   readonly counts: Record<string, number>;
   readonly reportDir?: string;
   /** Set when the target could not run the scenario at all (e.g. the host lacks a command). */
@@ -89,6 +100,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   mkdirSync(logDir, { recursive: true });
   const history = new History();
   const problems: string[] = [];
+  const misses: string[] = [];
   const records: RoundRecord[] = [];
   const teardown: Array<() => Promise<void>> = [];
   const fioResults: FioResult[] = [];
@@ -128,7 +140,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         },
         atTeardown: (cleanup) => teardown.push(cleanup),
       });
-      if (record.error !== undefined) problems.push(`round ${round.index}: ${record.error}`);
+      if (record.error !== undefined && record.serviceNotBack !== true)
+        problems.push(`round ${round.index}: ${record.error}`);
     }
     await client.stop();
     await fio?.stop();
@@ -144,7 +157,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     for (const v of check.violations.slice(0, 20)) {
       problems.push(`${v.kind} on block ${v.block}: ${v.detail} (ops ${v.opIds.join(",")})`);
     }
-    problems.push(...targetMisses(records, options.nodes));
+    misses.push(...targetMisses(records, options.nodes));
   } catch (err) {
     if (err instanceof HostNotReadyError) skipped = err.message;
     else problems.push(`run aborted: ${(err as Error).stack ?? String(err)}`);
@@ -164,8 +177,18 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   if (skipped !== undefined) {
     print(`SKIP ${options.name}: ${skipped}`);
     rmSync(workDir, { recursive: true, force: true });
-    return { ok: true, seed, rounds: records, fio: [], problems, counts: {}, skipped };
+    return {
+      ok: true,
+      seed,
+      rounds: records,
+      fio: [],
+      problems,
+      targetMisses: [],
+      counts: {},
+      skipped,
+    };
   }
+  if (options.timing !== "report") problems.push(...misses);
   const ok = problems.length === 0;
   const result: ScenarioResult = {
     ok,
@@ -174,6 +197,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     ...(check === undefined ? {} : { check }),
     fio: fioResults,
     problems,
+    targetMisses: misses,
     counts: history.counts(),
   };
   const reportDir = ok ? undefined : writeReport(options, result, history, workDir, schedule);
@@ -202,7 +226,7 @@ async function runRound(
     const upCount = target.nodeNumbers.filter((n) => target.process(n) !== undefined).length;
     const majorityUp = upCount > target.nodeNumbers.length / 2;
     if (fault.killsExporter && target.failsOver && majorityUp) {
-      await target.awaitService(SERVICE_BACK_MS_MAX);
+      await serviceBack(target, record, "after the failover");
       record.failoverMs = performance.now() - injectedAt;
       const exportMs = target.lastExportMs;
       context.note(
@@ -215,7 +239,7 @@ async function runRound(
     record.writesPerSecondFaulty = ackedWritesPerSecond(history, holdStartMs, history.now());
     await heal();
     heal = undefined;
-    record.serviceBackMs = await target.awaitService(SERVICE_BACK_MS_MAX);
+    record.serviceBackMs = await serviceBack(target, record, "after the heal");
     context.note(`healed; service back in ${record.serviceBackMs.toFixed(0)} ms`);
     const calmStartMs = history.now();
     await sleep(record.calmMs);
@@ -231,6 +255,16 @@ async function runRound(
     for (const node of target.nodeNumbers) {
       if (target.process(node) === undefined) await target.restart(node).catch(() => undefined);
     }
+  }
+}
+
+/** Waits for the service; a timeout is marked as a timing miss (a slow system, not a wrong one). */
+async function serviceBack(target: Target, record: RoundRecord, when: string): Promise<number> {
+  try {
+    return await target.awaitService(SERVICE_BACK_MS_MAX);
+  } catch (err) {
+    record.serviceNotBack = true;
+    throw new Error(`service not back within ${SERVICE_BACK_MS_MAX} ms ${when}: ${String(err)}`);
   }
 }
 
@@ -279,6 +313,9 @@ function targetMisses(records: readonly RoundRecord[], nodes: number): string[] 
           `(< 50% of ${r.writesPerSecondCalm.toFixed(0)})`,
       );
     }
+  }
+  for (const r of records) {
+    if (r.serviceNotBack === true) out.push(`round ${r.index}: ${r.error}`);
   }
   for (const r of records) {
     // awaitService gives up only between attempts, so a slow last attempt can overrun it.
@@ -422,6 +459,10 @@ function summary(result: ScenarioResult, reportDir: string | undefined): string 
     `  fio phases verified: ${result.fio.filter((f) => f.jobError === 0).length}/${result.fio.length}`,
     `  targets: ${targetFigures(result.rounds)}`,
     ...result.problems.slice(0, 10).map((p) => `  problem: ${p}`),
+    ...result.targetMisses
+      .filter((m) => !result.problems.includes(m))
+      .slice(0, 10)
+      .map((m) => `  target missed (reported, not failing: --timing report): ${m}`),
   ];
   if (reportDir !== undefined) lines.push(`  report: ${reportDir}`);
   return lines.join("\n");

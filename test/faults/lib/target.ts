@@ -10,8 +10,12 @@ import { type NbdAddress, NbdClient } from "./nbd-client.js";
 import type { ManagedProcess } from "./process.js";
 import type { Topology } from "./topology.js";
 
-/** A node's role, resolved when a fault needs it. */
-export type Role = "leader" | "exporter" | "replica" | "any";
+/**
+ * A node's role, resolved when a fault needs it. "replica": neither the Raft leader nor the
+ * exporter; "other": any node but the exporter (after a leader kill on three nodes, the new
+ * leader may be the only node that is not the exporter, so no "replica" exists).
+ */
+export type Role = "leader" | "exporter" | "replica" | "other" | "any";
 
 export interface Target {
   readonly kind: string;

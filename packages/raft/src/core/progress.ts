@@ -123,6 +123,21 @@ export class Progress {
    * Returns false when the rejection is stale (an answer to an older append).
    */
   maybeDecreaseTo(rejected: number, probeHint: number): boolean {
+    const lostLog =
+      rejected === this.match &&
+      probeHint < this.match &&
+      (this.state === "replicate" || (this.state === "probe" && this.next - 1 === rejected));
+    if (lostLog) {
+      // The follower refused the very entry it had acknowledged: its log was lost (a node
+      // whose disk was wiped restarts empty). Probe from where it says it is; the entries it
+      // lost come back by append or snapshot. A stale refusal only costs one more probe,
+      // since a lower match never lowers the commit index.
+      if (this.state === "replicate") this.becomeProbe();
+      this.match = probeHint;
+      this.next = probeHint + 1;
+      this.probeSent = false;
+      return true;
+    }
     if (this.state === "replicate") {
       if (rejected <= this.match) return false;
       this.becomeProbe();

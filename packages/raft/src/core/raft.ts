@@ -648,7 +648,15 @@ export class RaftCore {
       case MessageType.Heartbeat:
         this.electionElapsed = 0;
         this.lead = m.from;
-        this.log.commitTo(m.commit);
+        if (m.commit > this.log.lastIndex()) {
+          // The leader counted entries this log no longer has (it was lost with the disk):
+          // commit what is here; the leader's next probe finds the gap and refills it.
+          this.logger.warn(
+            { from: m.from, commit: m.commit, last: this.log.lastIndex() },
+            `commit ${m.commit} from ${m.from} is beyond this log (last ${this.log.lastIndex()}): its entries were lost`,
+          );
+        }
+        this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
         this.send({ type: MessageType.HeartbeatResponse, to: m.from, context: m.context });
         return;
       case MessageType.Snapshot:
@@ -788,7 +796,15 @@ export class RaftCore {
     pr.recentActive = true;
     if (m.reject) {
       const hint = this.log.findConflictByTerm(m.rejectHint, m.logTerm);
-      if (pr.maybeDecreaseTo(m.index, hint)) this.maybeSendAppend(m.from, true);
+      const match = pr.match;
+      if (!pr.maybeDecreaseTo(m.index, hint)) return;
+      if (pr.match < match) {
+        this.logger.warn(
+          { from: m.from, match, hint },
+          `${m.from} lost entries it had acknowledged (through ${match}); probing from ${pr.match}`,
+        );
+      }
+      this.maybeSendAppend(m.from, true);
       return;
     }
     const wasPaused = pr.isPaused();
