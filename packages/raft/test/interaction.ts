@@ -7,11 +7,11 @@
 import { type Logger, type NodeId, Prng } from "@hes/base";
 import {
   type ConfChangeType,
+  type ConfState,
   describeEntry,
   describeMessage,
   describeReady,
   EMPTY_CONF,
-  type ConfState,
   type Entry,
   type HardState,
   type Message,
@@ -250,7 +250,10 @@ export class InteractionEnv {
     if (wiped) {
       m.stored = {
         hardState: { term: 0, vote: 0, commit: 0 },
-        snapshot: { meta: { index: 0, term: 0, confState: m.initialConf }, data: new Uint8Array(0) },
+        snapshot: {
+          meta: { index: 0, term: 0, confState: m.initialConf },
+          data: new Uint8Array(0),
+        },
         entries: [],
       };
     }
