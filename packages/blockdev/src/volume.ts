@@ -14,6 +14,8 @@
  *   replica that failed was reported to the map (`reportReplicaFailure` with the owner's
  *   watermark `safeSeq`): the in-sync set in the map always holds every acknowledged write.
  *   HES_FENCED from any replica or from the map fences this volume.
+ * - A mutation that failed after it was sent leaves its chunk unsettled: nothing is served
+ *   until `settle` (a new epoch, then seal + reconcile) made its replicas equal again.
  * - Reads go to the local in-sync replica, else another in-sync one; a block failing its
  *   checksum is read from another replica and rewritten on the bad one.
  */
@@ -228,6 +230,16 @@ export class Volume implements BlockDevice {
   private fencedError: HesError | undefined;
   private closed = false;
   private renewing: Promise<void> | undefined;
+  /** An openVolume of this owner (a new epoch) is in flight: a higher epoch is not a takeover. */
+  private proposingEpoch = false;
+  /**
+   * Chunks where a mutation failed after it was sent (its outcome unknown: it may be on some
+   * replicas and not others), with the epoch it was sent under. Nothing is served until they
+   * are settled (`settle`): a read could otherwise see the write on one replica and then, from
+   * another, not see it.
+   */
+  private readonly unsettled = new Map<number, number>();
+  private settling: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
   /** Per follower node: when its last failure was logged, and how many were not since. */
   private readonly followerFailureLog = new Map<NodeId, { atMs: number; suppressed: number }>();
@@ -293,7 +305,7 @@ export class Volume implements BlockDevice {
   private onView(view: ClusterMapView): void {
     const record = view.volume(this.volumeId);
     if (record === undefined) return;
-    if (record.epoch > this.epochValue && this.renewing === undefined) {
+    if (record.epoch > this.epochValue && !this.proposingEpoch) {
       this.fence(
         new HesError(
           "HES_FENCED",
@@ -340,14 +352,22 @@ export class Volume implements BlockDevice {
     await this.admit();
     try {
       if (exclusive && this.counter >= this.seqRenewAt) await this.renewEpoch();
-      this.checkUsable();
       const [start, length] = widen(offsetBytes, lengthBytes);
-      const release = await this.lock.acquire(start / BLOCK, (start + length) / BLOCK, exclusive);
-      try {
+      for (;;) {
+        if (this.unsettled.size > 0) await this.settle();
         this.checkUsable();
-        return await body();
-      } finally {
-        release();
+        const release = await this.lock.acquire(start / BLOCK, (start + length) / BLOCK, exclusive);
+        // A mutation this one waited for failed: settle first.
+        if (this.unsettled.size > 0) {
+          release();
+          continue;
+        }
+        try {
+          this.checkUsable();
+          return await body();
+        } finally {
+          release();
+        }
       }
     } finally {
       this.leave();
@@ -396,16 +416,7 @@ export class Volume implements BlockDevice {
         const release = await this.lock.acquire(0, WHOLE_VOLUME_BYTES / BLOCK, true);
         try {
           if (this.counter < this.seqRenewAt) return;
-          const value = await this.deps.control.propose({
-            kind: "openVolume",
-            fields: { volumeId: this.volumeId, nodeId: this.deps.control.nodeId },
-          });
-          this.epochValue = value.epoch as number;
-          this.counter = 0;
-          this.log.info({ epoch: this.epochValue }, "lease renewed: new epoch");
-        } catch (error) {
-          if (isHesError(error, "HES_FENCED", "HES_LEASE_HELD")) this.fence(error as HesError);
-          throw error;
+          await this.newEpoch("seqs of the epoch running out");
         } finally {
           release();
           this.renewing = undefined;
@@ -413,6 +424,73 @@ export class Volume implements BlockDevice {
       })();
     }
     return this.renewing;
+  }
+
+  /** Re-opens the lease on this node for a new epoch. Callers hold the whole volume. */
+  private async newEpoch(why: string): Promise<void> {
+    this.proposingEpoch = true;
+    try {
+      const value = await this.deps.control.propose({
+        kind: "openVolume",
+        fields: { volumeId: this.volumeId, nodeId: this.deps.control.nodeId },
+      });
+      this.epochValue = value.epoch as number;
+      this.counter = 0;
+      this.log.info({ epoch: this.epochValue, why }, "new epoch");
+    } catch (error) {
+      if (isHesError(error, "HES_FENCED", "HES_LEASE_HELD")) this.fence(error as HesError);
+      throw error;
+    } finally {
+      this.proposingEpoch = false;
+    }
+  }
+
+  /**
+   * Makes the replicas of every unsettled chunk equal again, with the whole volume held: a new
+   * epoch first when a failed mutation was sent under the current one (a replica sealed with
+   * it refuses that mutation should it still arrive), then seal + reconcile. The failed
+   * mutation ends up on every in-sync replica or on none, so what one read saw, all later
+   * reads see. Replicas whose failure report did not land take writes again once reconciled.
+   * On failure nothing is served (each operation retries the settle), since the replicas may
+   * still differ.
+   */
+  private settle(): Promise<void> {
+    this.settling ??= (async () => {
+      const release = await this.lock.acquire(0, WHOLE_VOLUME_BYTES / BLOCK, true);
+      try {
+        this.checkUsable();
+        const chunks = [...this.unsettled];
+        if (chunks.length === 0) return;
+        if (chunks.some(([, epoch]) => epoch >= this.epochValue)) {
+          await this.newEpoch("settling failed mutations");
+        }
+        for (const [chunkIndex] of chunks) {
+          const state = this.chunkState(chunkIndex);
+          state.ready = undefined;
+          state.repairing = false;
+        }
+        await Promise.all(chunks.map(([chunkIndex]) => this.prepare(chunkIndex)));
+        for (const [chunkIndex, epoch] of chunks) {
+          const state = this.chunkState(chunkIndex);
+          const record = this.view.chunk(this.volumeId, chunkIndex);
+          const inSync = new Set(
+            record === undefined ? [] : inSyncReplicas(record).map((r) => r.nodeId),
+          );
+          for (const nodeId of state.leaving) {
+            if (inSync.has(nodeId) && !state.reporting.has(nodeId)) state.leaving.delete(nodeId);
+          }
+          if (this.unsettled.get(chunkIndex) === epoch) this.unsettled.delete(chunkIndex);
+        }
+        this.log.info(
+          { chunks: chunks.map(([chunkIndex]) => chunkIndex) },
+          "failed mutations settled",
+        );
+      } finally {
+        release();
+        this.settling = undefined;
+      }
+    })();
+    return this.settling;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -897,10 +975,31 @@ export class Volume implements BlockDevice {
     call: ReplicaCall,
   ) {
     const record = await this.writableChunk(chunkIndex);
-    const chunk = this.chunkId(chunkIndex);
     const state = this.chunkState(chunkIndex);
     const targets = this.writeTargets(record, state);
     const followers = this.followerTargets(record, state);
+    const epoch = this.epochValue;
+    try {
+      await this.sendMutation(chunkIndex, seq, signal, call, state, targets, followers);
+    } catch (error) {
+      // Sent, and maybe applied somewhere: nothing is served until the chunk is settled. A
+      // fenced owner serves nothing more; the next owner's takeover reconciles.
+      if (this.fencedError === undefined) this.unsettled.set(chunkIndex, epoch);
+      throw error;
+    }
+  }
+
+  /** The part of `mutateChunk` after the targets are chosen: send, count, report. */
+  private async sendMutation(
+    chunkIndex: number,
+    seq: number,
+    signal: AbortSignal | undefined,
+    call: ReplicaCall,
+    state: ChunkState,
+    targets: readonly NodeId[],
+    followers: readonly NodeId[],
+  ): Promise<void> {
+    const chunk = this.chunkId(chunkIndex);
     for (const nodeId of targets) {
       const pending = state.pending.get(nodeId) ?? new Set<number>();
       state.pending.set(nodeId, pending);

@@ -1,0 +1,84 @@
+/**
+ * Goal: a write that failed after it was sent (its outcome unknown) is, once one read saw it,
+ * seen by every later read (found by the fault suite, crashes seed 958531746: a failed write
+ * was seen by one read and not by the next). Method: the map refuses failure reports; a write
+ * reaches only node 1 (nodes 2 and 3 fail it) and fails. The owner then reads block 0: it may
+ * see the write or not. Then node 1 fails, and the next read (from node 2 or 3) must return
+ * what the first read returned. Before the fix, the first read came from node 1 (the new data)
+ * and the second from node 2 (the old).
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { HesError } from "@hes/base";
+import type { ClusterControl } from "@hes/replication";
+import { VolumeManager } from "../src/index.js";
+import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+
+let t: TestCluster;
+before(async () => {
+  t = await startCluster(3);
+});
+after(async () => {
+  await t.close();
+});
+
+/** Node 1's control, refusing every failure report while `refuse.on`. */
+function refusingReports() {
+  const real = t.cluster.control(1);
+  const refuse = { on: false, refused: 0 };
+  const control: ClusterControl = {
+    nodeId: real.nodeId,
+    view: () => real.view(),
+    sync: (options) => real.sync(options),
+    subscribe: (listener) => real.subscribe(listener),
+    async propose(proposal, options) {
+      if (refuse.on && proposal.kind === "reportReplicaFailure") {
+        refuse.refused++;
+        throw new HesError("HES_INVALID_ARGUMENT", "refused (test)");
+      }
+      return real.propose(proposal, options);
+    },
+  };
+  return { control, refuse };
+}
+
+test("what one read saw of a failed write, every later read sees", async () => {
+  const { control, refuse } = refusingReports();
+  const manager = new VolumeManager({ control, directory: t.directory });
+  await manager.create({ name: "settle", sizeBytes: MiB, chunkSizeBytes: MiB });
+  const volume = await manager.open({ name: "settle" });
+  const [node1, node2, node3] = t.nodes;
+  assert.ok(node1 !== undefined && node2 !== undefined && node3 !== undefined);
+  try {
+    await volume.write({ offsetBytes: 0, data: pattern(1, 4096) });
+    const epochBefore = volume.epoch;
+    refuse.on = true;
+    node2.fault = "fail";
+    node3.fault = "fail";
+    await assert.rejects(volume.write({ offsetBytes: 0, data: pattern(2, 4096) }));
+    assert.ok(refuse.refused > 0, "the failure reports were refused");
+    const chunk = { volumeId: volume.volumeId, chunkIndex: 0 };
+    const onNode1 = await node1.replica.read(chunk, 0, 4096, { epoch: epochBefore });
+    assert.deepEqual(Buffer.from(onNode1), Buffer.from(pattern(2, 4096)), "node 1 has the write");
+    node2.fault = "ok";
+    node3.fault = "ok";
+    const first = Buffer.from(await volume.read({ offsetBytes: 0, lengthBytes: 4096 }));
+    assert.ok(volume.epoch > epochBefore, "the settle took a new epoch");
+    node1.fault = "fail";
+    const second = Buffer.from(await volume.read({ offsetBytes: 0, lengthBytes: 4096 }));
+    assert.deepEqual(second, first, "the second read went back on the first");
+    // The replicas that missed the write take writes again.
+    refuse.on = false;
+    node1.fault = "ok";
+    await volume.write({ offsetBytes: 4096, data: pattern(3, 4096) });
+    for (const node of [node2, node3]) {
+      const data = await node.replica.read(chunk, 4096, 4096, { epoch: volume.epoch });
+      assert.deepEqual(Buffer.from(data), Buffer.from(pattern(3, 4096)), `node ${node.nodeId}`);
+    }
+  } finally {
+    node1.fault = "ok";
+    node2.fault = "ok";
+    node3.fault = "ok";
+    await volume.close();
+  }
+});
