@@ -168,6 +168,12 @@ export class DiskIndex {
     }
   }
 
+  /** The seq of head block `block` (0 when never written). */
+  headSeq(chunk: ChunkIndex, block: number): number {
+    const page = chunk.head[Math.floor(block / PAGE_BLOCKS)];
+    return page === undefined ? 0 : (page.seqs[block % PAGE_BLOCKS] as number);
+  }
+
   /**
    * Compaction moved a block from `source` to `target`: every view still referring to `source`
    * (with checksum `crc`) at this block now refers to `target`. Returns false when no view did

@@ -753,7 +753,23 @@ export class DiskStore {
       case "discard": {
         const chunk = index.ensure(record.volumeId, record.chunkIndex);
         const address = record.kind === "zero" ? ADDRESS_ZERO : ADDRESS_HOLE;
-        index.setHead(chunk, record.firstBlock, record.blockCount, address, undefined, record.seq);
+        if (record.keepNewer === true) {
+          // A conditional import: blocks written meanwhile with a newer seq stay.
+          const end = record.firstBlock + record.blockCount;
+          for (let block = record.firstBlock; block < end; block++) {
+            if (index.headSeq(chunk, block) > record.seq) continue;
+            index.setHead(chunk, block, 1, address, undefined, record.seq);
+          }
+        } else {
+          index.setHead(
+            chunk,
+            record.firstBlock,
+            record.blockCount,
+            address,
+            undefined,
+            record.seq,
+          );
+        }
         if (!record.keepVersion) index.bumpVersion(chunk, record.epoch, record.seq);
         return 0;
       }
@@ -781,7 +797,9 @@ export class DiskStore {
       const source = record.sources[i] as number;
       if (source !== 0) {
         if (index.relocate(chunk, block, source, address, record.crcs[i] as number)) moved++;
-      } else {
+      } else if (
+        !(record.keepNewer === true && index.headSeq(chunk, block) > (record.seqs[i] as number))
+      ) {
         index.setHead(
           chunk,
           block,

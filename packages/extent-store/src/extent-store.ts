@@ -123,6 +123,18 @@ export interface ChunkRun {
   readonly state: BlockState;
 }
 
+/** Options of {@link ExtentStore.importChunk}. */
+export interface ImportOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * Conditional import: a block whose seq, when the piece is applied (in log order, so also
+   * after a crash and replay), is above the piece's seq keeps its content. For a copy into a
+   * replica that takes writes meanwhile: a write that reached it before the copy's source
+   * is not undone by the copy.
+   */
+  readonly keepNewer?: boolean;
+}
+
 /** Which changes {@link ExtentStore.changedBlocks} reports. */
 export type ChangeQuery =
   | { readonly sinceSeq: number; readonly snapshotId?: number }
@@ -520,6 +532,7 @@ export class ExtentStore {
     lengthBytes: number,
     stamp: WriteStamp,
     keepVersion = false,
+    keepNewer = false,
   ): Promise<void> {
     checkChunkId(chunk);
     this.checkRange(offsetBytes, lengthBytes, this.chunkSizeBytes);
@@ -533,6 +546,7 @@ export class ExtentStore {
       epoch: stamp.epoch,
       seq: stamp.seq,
       keepVersion,
+      keepNewer,
     });
   }
 
@@ -766,8 +780,9 @@ export class ExtentStore {
   async importChunk(
     chunk: ChunkId,
     pieces: AsyncIterable<ChunkExportPiece> | Iterable<ChunkExportPiece>,
-    options: { readonly signal?: AbortSignal } = {},
+    options: ImportOptions = {},
   ): Promise<ChunkVersion | undefined> {
+    const keepNewer = options.keepNewer === true;
     checkChunkId(chunk);
     let version: ChunkVersion | undefined;
     for await (const piece of pieces) {
@@ -777,7 +792,7 @@ export class ExtentStore {
         checkInteger(piece.durableSeq, "piece.durableSeq", { min: 0 });
         version = { epoch: piece.epoch, durableSeq: piece.durableSeq };
       } else if (piece.kind === "data") {
-        await this.importData(chunk, piece.offsetBytes, piece.data, piece.seqs);
+        await this.importData(chunk, piece.offsetBytes, piece.data, piece.seqs, keepNewer);
       } else {
         checkInteger(piece.seq, "piece.seq", { min: 0 });
         await this.rangeRecord(
@@ -787,6 +802,7 @@ export class ExtentStore {
           piece.lengthBytes,
           { epoch: 0, seq: Math.max(1, piece.seq) },
           true,
+          keepNewer,
         );
       }
     }
@@ -801,6 +817,7 @@ export class ExtentStore {
     offsetBytes: number,
     data: Uint8Array,
     seqs: Float64Array,
+    keepNewer: boolean,
   ): Promise<void> {
     checkBytes(data, "piece.data");
     this.checkRange(offsetBytes, data.byteLength, this.chunkSizeBytes);
@@ -830,6 +847,7 @@ export class ExtentStore {
           crcs,
           sources: new Uint32Array(n),
           seqs: seqs.subarray(first, first + n),
+          keepNewer,
         },
         [part],
       );

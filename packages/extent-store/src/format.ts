@@ -164,6 +164,8 @@ export interface RangeRecord {
   readonly seq: number;
   /** Set by import: the chunk's version is set at the end of the import instead. */
   readonly keepVersion: boolean;
+  /** Set by a conditional import: a block whose seq is above `seq` when applied is kept. */
+  readonly keepNewer?: boolean;
 }
 
 /**
@@ -180,6 +182,8 @@ export interface PlaceRecord {
   readonly crcs: Uint32Array;
   readonly sources: Uint32Array;
   readonly seqs: Float64Array;
+  /** Import only: a block whose seq is above the placed one's when applied is kept. */
+  readonly keepNewer?: boolean;
 }
 
 /** Chunk-level records without data. */
@@ -292,9 +296,17 @@ export function encodeBatchHeader(
   view.setUint32(40, crc32c(target.subarray(0, offset), crcSeed), true);
 }
 
+/** The flags byte: bit 0 keepVersion (range records), bit 1 keepNewer (range, place). */
+function recordFlags(r: StoreRecord): number {
+  if (r.kind === "zero" || r.kind === "discard") {
+    return Number(r.keepVersion) | (r.keepNewer === true ? 2 : 0);
+  }
+  return r.kind === "place" && r.keepNewer === true ? 2 : 0;
+}
+
 function encodeCommon(view: DataView, offset: number, kind: number, r: StoreRecord): void {
   view.setUint8(offset, kind);
-  view.setUint8(offset + 1, r.kind === "zero" || r.kind === "discard" ? Number(r.keepVersion) : 0);
+  view.setUint8(offset + 1, recordFlags(r));
   view.setUint16(offset + 2, 0, true);
   const blockCount =
     r.kind === "write" || r.kind === "zero" || r.kind === "discard" || r.kind === "place"
@@ -475,11 +487,12 @@ function decodeRecord(view: DataView, start: number, end: number, dataBlocks: nu
         epoch: getU64(view, offset + 8),
         seq: getU64(view, offset + 16),
         keepVersion: (flags & 1) === 1,
+        ...((flags & 2) === 2 ? { keepNewer: true } : {}),
       };
       return { record, next: offset + 24 };
     }
     case "place":
-      return decodePlace(view, offset, end, dataBlocks, volumeId, chunkIndex, blockCount);
+      return decodePlace(view, offset, end, dataBlocks, volumeId, chunkIndex, blockCount, flags);
     case "end":
       if (!need(16)) return { invalid: "end record past header end" };
       return {
@@ -521,6 +534,7 @@ function decodePlace(
   volumeId: number,
   chunkIndex: number,
   blockCount: number,
+  flags: number,
 ): Decoded {
   if (offset + 8 + 24 * blockCount > end) return { invalid: "place record past header end" };
   const dataIndex = view.getUint32(offset, true);
@@ -548,6 +562,7 @@ function decodePlace(
     crcs,
     sources,
     seqs,
+    ...((flags & 2) === 2 ? { keepNewer: true } : {}),
   };
   return { record, next: at };
 }

@@ -16,6 +16,7 @@ export {
   type ExportOptions,
   ExtentStore,
   type ExtentStoreOptions,
+  type ImportOptions,
   type ScrubReport,
   type SnapshotInfo,
   type StoreDisk,

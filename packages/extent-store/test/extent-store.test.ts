@@ -319,6 +319,39 @@ describe("ExtentStore snapshots, deletion, maps", () => {
     await target.close();
   });
 
+  test("a conditional import keeps blocks newer than its pieces, also after replay", async () => {
+    for (const checkpoint of [true, false]) {
+      const at = place();
+      const target = await open(at);
+      // Block 0: older than the import; block 1: newer (a write that arrived first); block 2:
+      // newer, against a zero piece; block 3: never written.
+      await target.write(A, 0, bytes(1, 1), stamp(5));
+      await target.write(A, BLOCK, bytes(2, 1), stamp(20));
+      await target.write(A, 2 * BLOCK, bytes(3, 1), stamp(21));
+      const pieces: ChunkExportPiece[] = [
+        { kind: "data", offsetBytes: 0, data: bytes(7, 2), seqs: Float64Array.of(10, 10) },
+        { kind: "zero", offsetBytes: 2 * BLOCK, lengthBytes: 2 * BLOCK, seq: 10 },
+      ];
+      await target.importChunk(A, pieces, { keepNewer: true });
+      const expected = new Uint8Array(4 * BLOCK);
+      expected.set(bytes(7, 1), 0);
+      expected.set(bytes(2, 1), BLOCK);
+      expected.set(bytes(3, 1), 2 * BLOCK);
+      assert.deepEqual(await target.read(A, 0, 4 * BLOCK), expected);
+      const live = target.stats().liveBytes;
+      await target.close({ checkpoint });
+      const reopened = await open(at);
+      assert.deepEqual(await reopened.read(A, 0, 4 * BLOCK), expected, `checkpoint ${checkpoint}`);
+      assert.equal(reopened.stats().liveBytes, live, "the skipped block is garbage");
+      // Unconditional (the default), the same import replaces them all.
+      await reopened.importChunk(A, pieces);
+      const replaced = new Uint8Array(4 * BLOCK);
+      replaced.set(bytes(7, 2), 0);
+      assert.deepEqual(await reopened.read(A, 0, 4 * BLOCK), replaced);
+      await reopened.close();
+    }
+  });
+
   test("scrub verifies every block and reports each bad one", async () => {
     const at = place();
     const store = await open(at);

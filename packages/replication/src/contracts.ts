@@ -80,6 +80,13 @@ export interface CopyRangeSide {
   readonly offsetBytes: number;
 }
 
+/** Options of {@link ChunkReplica.importChunk}. */
+export interface ReplicaImportOptions {
+  readonly epoch: number;
+  readonly keepNewer?: boolean;
+  readonly signal?: AbortSignal;
+}
+
 /**
  * One node's copies of chunks, as seen by a writer, a mover or a scrubber.
  *
@@ -172,11 +179,15 @@ export interface ChunkReplica {
       readonly signal?: AbortSignal;
     },
   ): AsyncIterable<ChunkExportPiece>;
-  /** Applies an export from another replica; the version is stored last. */
+  /**
+   * Applies an export from another replica; the version is stored last. `keepNewer`: a block
+   * this replica holds with a newer seq than the piece's, when the piece is applied, stays (a
+   * write that reached this replica before the copy's source; see ExtentStore ImportOptions).
+   */
   importChunk(
     chunk: ChunkId,
     pieces: AsyncIterable<ChunkExportPiece>,
-    options: { readonly epoch: number; readonly signal?: AbortSignal },
+    options: ReplicaImportOptions,
   ): Promise<ChunkVersion | undefined>;
 
   /** Pins the chunk's current head as snapshot `snapshotId` (redirect-on-write, no copy). */

@@ -54,6 +54,7 @@ export {
   epochOfSeq,
   type ReplicaCallOptions,
   type ReplicaDirectory,
+  type ReplicaImportOptions,
   type ReplicaReadOptions,
   type ReplicaWriteStamp,
   SEQ_COUNTER_BITS,

@@ -23,13 +23,19 @@ afterEach(async () => {
 /** The test plays the volume's owner on node 1: writes go to the replicas it names. */
 class Owner {
   counter = 0;
-  readonly epoch: number;
+  epoch: number;
   constructor(
     readonly c: TestCluster,
     readonly volumeId: number,
   ) {
     this.epoch = c.cluster.apply({ kind: "openVolume", fields: { volumeId, nodeId: 1 } })
       .epoch as number;
+  }
+  /** Re-opens for a new epoch, as a volume does after a write failed (settle) or a takeover. */
+  newEpoch() {
+    const fields = { volumeId: this.volumeId, nodeId: 1 };
+    this.epoch = this.c.cluster.apply({ kind: "openVolume", fields }).epoch as number;
+    this.counter = 0;
   }
   static create(c: TestCluster, chunks: number): Owner {
     const { volumeId } = c.cluster.apply({
@@ -175,6 +181,8 @@ test("catch-up after an outage moves only the blocks changed meanwhile, and undo
       },
     });
   }
+  // That write failed: the owner serves nothing more before it has a new epoch.
+  owner.newEpoch();
   // Writes while it is away: 5 × 16 KiB on chunk 0, 3 × 4 KiB on chunk 1.
   for (let i = 0; i < 5; i++)
     await owner.write([1, 2], 0, i * 256 * KiB, pattern(16 * KiB, 20 + i));

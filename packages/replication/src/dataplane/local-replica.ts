@@ -23,6 +23,7 @@ import type {
   ChunkReplica,
   CopyRangeSide,
   ReplicaCallOptions,
+  ReplicaImportOptions,
   ReplicaReadOptions,
   ReplicaWriteStamp,
 } from "../contracts.js";
@@ -173,11 +174,15 @@ export class LocalReplica implements ChunkReplica {
   async importChunk(
     chunk: ChunkId,
     pieces: AsyncIterable<ChunkExportPiece>,
-    options: { readonly epoch: number; readonly signal?: AbortSignal },
+    options: ReplicaImportOptions,
   ): Promise<ChunkVersion | undefined> {
     checkEpoch(this.store, chunk, options.epoch, "import");
-    const { signal } = options;
-    return this.store.importChunk(chunk, pieces, signal === undefined ? {} : { signal });
+    const { signal, keepNewer = false } = options;
+    return this.store.importChunk(
+      chunk,
+      pieces,
+      signal === undefined ? { keepNewer } : { signal, keepNewer },
+    );
   }
 
   async pinSnapshot(chunk: ChunkId, snapshotId: number, options: { readonly epoch: number }) {

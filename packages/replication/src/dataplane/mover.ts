@@ -9,6 +9,9 @@
  * - `stale` (back after an outage): only the union of the blocks changed after the map's
  *   watermark on the source AND on this replica is copied (blocks this replica has that the
  *   source does not are overwritten from the source, holes included), never the whole chunk.
+ * - Every head import is conditional (`keepNewer`): a write of the current owner that reached
+ *   this replica before the source stays; catch-up seqs are raised to the current epoch's
+ *   floor, so an older epoch's unacknowledged write is still replaced.
  *
  * Bounded: `chunksInFlightMax` chunks at once, one token bucket for the node's total copy
  * bandwidth, ≤ 4 windows of ≤ 1 MiB in flight per chunk. Cancellable (close, or the signal of
@@ -32,7 +35,12 @@ import {
 import type { ChunkExportPiece, ChunkId, ChunkRun, ChunkVersion } from "@hes/extent-store";
 import { type Assignment, assignmentsOf } from "../cluster-map/liveness.js";
 import { type ClusterMapView, isAlive } from "../cluster-map/model.js";
-import type { ChunkReplica, ClusterControl, ReplicaDirectory } from "../contracts.js";
+import {
+  type ChunkReplica,
+  type ClusterControl,
+  type ReplicaDirectory,
+  volumeSeq,
+} from "../contracts.js";
 import {
   MOVER_BYTES_PER_SECOND_DEFAULT,
   MOVER_CHUNKS_IN_FLIGHT_DEFAULT,
@@ -346,15 +354,23 @@ export class Mover {
       moved.bytes += n;
       this.counters.catchUpBytes += n;
     };
+    // Both imports are conditional, and their seqs raised to the current epoch's floor: a
+    // block this replica holds from an older epoch and the source lacks was never
+    // acknowledged and is replaced, while a write of the current owner that reached this
+    // replica before the source (the volume writes here too) stays. Unconditional, the copy
+    // undid such a write, and the replica was then reported caught up without it.
+    const floor = epochFloor(epoch);
     // Blocks the source changed: its export since the watermark, with their own seqs.
     const changed = source.exportChunk(chunk, { sinceSeq, signal });
-    await importParallel(target, chunk, this.metered(changed, signal, count), epoch, signal);
+    const metered = this.metered(changed, signal, count);
+    await importParallel(target, chunk, raised(metered, floor), epoch, signal);
     // Blocks only this replica changed (writes the source never acknowledged): the source's
     // content there, stamped with the watermark (the source's blocks are at or below it).
     const extra = subtractRuns(targetRuns, sourceRuns);
     if (extra.length > 0) {
       const pieces = this.sourceContent(source, chunk, extra, sinceSeq, epoch, signal);
-      await importParallel(target, chunk, this.metered(pieces, signal, count), epoch, signal);
+      const meteredExtra = this.metered(pieces, signal, count);
+      await importParallel(target, chunk, raised(meteredExtra, floor), epoch, signal);
     }
     // The version last: the copy above is durable before the replica claims it.
     const seen = version ?? (await source.version(chunk, { signal }));
@@ -421,7 +437,10 @@ export class Mover {
           this.counters.rebuildBytes += n;
         },
       );
-      await importParallel(target, chunk, viewOf(pieces, expected), epoch, signal);
+      // Unconditional: the head must equal the snapshot's view when pinned. (A follower write
+      // that reached the head before its source is undone here: see the README's limits.)
+      const view = viewOf(pieces, expected);
+      await importParallel(target, chunk, view, epoch, signal, false);
       // Blocks the head holds that the snapshot does not: holes, so the pin lacks them too.
       const head = await target.allocation(chunk, 0, chunkBytes, { signal });
       const extra = head.flatMap((run) =>
@@ -433,7 +452,9 @@ export class Mover {
         lengthBytes: REPLICA_BLOCK_BYTES,
         seq: 1,
       }));
-      if (holes.length > 0) await importParallel(target, chunk, iterate(holes), epoch, signal);
+      if (holes.length > 0) {
+        await importParallel(target, chunk, iterate(holes), epoch, signal, false);
+      }
       await target.pinSnapshot(chunk, snapshotId, { epoch });
       const got = new Map<number, string>();
       for await (const _ of viewOf(target.exportChunk(chunk, { snapshotId, signal }), got)) {
@@ -546,12 +567,32 @@ function dataBytes(runs: readonly ChunkRun[]): number {
   return total;
 }
 
+/** The lowest seq of epoch `epoch`: every write of the owner holding it is above. */
+function epochFloor(epoch: number): number {
+  return epoch >= 1 ? volumeSeq(epoch, 1) - 1 : 0;
+}
+
+/** The pieces with every seq raised to at least `floor`. */
+async function* raised(
+  pieces: AsyncIterable<ChunkExportPiece>,
+  floor: number,
+): AsyncGenerator<ChunkExportPiece> {
+  for await (const piece of pieces) {
+    if (piece.kind === "version") yield piece;
+    else if (piece.kind === "data") {
+      yield { ...piece, seqs: piece.seqs.map((seq) => Math.max(seq, floor)) };
+    } else yield { ...piece, seq: Math.max(piece.seq, floor) };
+  }
+}
+
 /**
  * Applies pieces (disjoint block ranges, version withheld) as several imports in flight: the
  * store makes one import's pieces durable one after another, so a single stream is bound to
  * one write at a time (and scattered 4 KiB blocks to one sync each). Batches of ≤ 1 MiB or
  * ≤ MOVER_IMPORT_BATCH_PIECES pieces; ≤ MOVER_IMPORTS_IN_FLIGHT_MAX calls and ≤
  * MOVER_IMPORT_BYTES_IN_FLIGHT_MAX data bytes at once; the first failure stops the copy.
+ * Conditional (`keepNewer`, see ReplicaImportOptions) unless told otherwise: the volume writes
+ * to this replica meanwhile, and a copy must not undo a write that got here first.
  */
 async function importParallel(
   target: ChunkReplica,
@@ -559,6 +600,7 @@ async function importParallel(
   pieces: AsyncIterable<ChunkExportPiece>,
   epoch: number,
   signal: AbortSignal,
+  keepNewer = true,
 ): Promise<void> {
   const inFlight = new Set<Promise<unknown>>();
   let inFlightBytes = 0;
@@ -567,7 +609,7 @@ async function importParallel(
   let batchBytes = 0;
   const flush = async () => {
     const bytes = batchBytes;
-    const p = target.importChunk(chunk, iterate(batch), { epoch, signal });
+    const p = target.importChunk(chunk, iterate(batch), { epoch, keepNewer, signal });
     batch = [];
     batchBytes = 0;
     inFlightBytes += bytes;

@@ -25,6 +25,7 @@ import type {
   ChunkReplica,
   CopyRangeSide,
   ReplicaCallOptions,
+  ReplicaImportOptions,
   ReplicaReadOptions,
   ReplicaWriteStamp,
 } from "../contracts.js";
@@ -460,7 +461,7 @@ export class RemoteReplica implements ChunkReplica {
   async importChunk(
     chunk: ChunkId,
     pieces: AsyncIterable<ChunkExportPiece>,
-    options: { readonly epoch: number; readonly signal?: AbortSignal },
+    options: ReplicaImportOptions,
   ): Promise<ChunkVersion | undefined> {
     checkChunk(chunk);
     checkInteger(options.epoch, "epoch", { min: 0 });
@@ -508,7 +509,7 @@ export class RemoteReplica implements ChunkReplica {
     chunk: ChunkId,
     pieces: readonly Body[],
     version: ChunkVersion | undefined,
-    options: { readonly epoch: number; readonly signal?: AbortSignal },
+    options: ReplicaImportOptions,
   ): Promise<ChunkVersion | undefined> {
     const words = pieceWords(pieces);
     const { meta, writer } = encodeRequest(
@@ -516,7 +517,9 @@ export class RemoteReplica implements ChunkReplica {
       {
         ...chunk,
         epoch: options.epoch,
-        flags: version === undefined ? 0 : ReplicaFlag.version,
+        flags:
+          (version === undefined ? 0 : ReplicaFlag.version) |
+          (options.keepNewer === true ? ReplicaFlag.keepNewer : 0),
         versionEpoch: version?.epoch ?? 0,
         versionDurableSeq: version?.durableSeq ?? 0,
         pieceCount: pieces.length,

@@ -277,6 +277,7 @@ export class ChunkReplicaService {
     }
     const version = await this.replica.importChunk(chunkOf(f), iterate(pieces), {
       epoch: f.epoch,
+      keepNewer: (f.flags & ReplicaFlag.keepNewer) !== 0,
       signal: request.signal,
     });
     return { meta: encodeWords(versionWords(version)) };

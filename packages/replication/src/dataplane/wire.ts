@@ -44,8 +44,10 @@ export const ReplicaFlag = {
   version: 8,
   /** changed-blocks: compare snapshots instead of `sinceSeq`. */
   between: 16,
+  /** an import window is conditional: blocks newer than the piece's stay (ImportOptions). */
+  keepNewer: 32,
 } as const;
-const FLAGS_ALL = 31;
+const FLAGS_ALL = 63;
 
 /** Fixed request fields per opcode, in wire order (each a u64). */
 export const REQUEST_FIELDS = {
