@@ -277,7 +277,10 @@ function diskFull(): Fault {
       const aside = join(context.workDir, `node${node}-data-aside`);
       await run("mv", [dataDir, aside]);
       const usedBytes = filesUnder(aside).reduce((sum, f) => sum + statSync(f).size, 0);
-      const fs = await SmallFilesystem.mount(dataDir, usedBytes + 64 * 1024 * 1024, "ext4");
+      // Room for ext4's own overhead too (a journal of up to 64 MiB, inode tables ≈ 1.6%):
+      // sized at the files plus 64 MiB only, a store whose files were dense did not fit.
+      const roomBytes = Math.ceil(usedBytes * 1.05) + 192 * 1024 * 1024;
+      const fs = await SmallFilesystem.mount(dataDir, roomBytes, "ext4");
       context.atTeardown(() => fs.unmount());
       await run("cp", ["-a", `${aside}/.`, dataDir]);
       await context.target.restart(node);
