@@ -10,6 +10,7 @@ import { HesError, type NodeId } from "@hes/base";
 import { ExtentStore, FileDisk } from "@hes/extent-store";
 import {
   type ChunkReplica,
+  type ClusterControl,
   DirectCluster,
   LocalReplica,
   type ReplicaDirectory,
@@ -113,6 +114,20 @@ export async function startCluster(
       for (const node of nodes) await node.store.close();
       await rm(root, { recursive: true, force: true });
     },
+  };
+}
+
+/** `real`, with `propose` replaced; view, sync and subscribe pass through. */
+export function withPropose(
+  real: ClusterControl,
+  propose: ClusterControl["propose"],
+): ClusterControl {
+  return {
+    nodeId: real.nodeId,
+    view: () => real.view(),
+    sync: (options) => real.sync(options),
+    subscribe: (listener) => real.subscribe(listener),
+    propose,
   };
 }
 

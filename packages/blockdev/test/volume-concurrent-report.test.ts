@@ -10,9 +10,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { HesError, isHesError, type NodeId } from "@hes/base";
-import type { ChunkReplica, ClusterControl, ReplicaDirectory } from "@hes/replication";
+import type { ChunkReplica, ReplicaDirectory } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
-import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+import { MiB, pattern, startCluster, type TestCluster, withPropose } from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -30,18 +30,12 @@ function heldReports(nodeId: NodeId) {
     release = resolve;
   });
   const seen = { reports: 0 };
-  const control: ClusterControl = {
-    nodeId: real.nodeId,
-    view: () => real.view(),
-    sync: (options) => real.sync(options),
-    subscribe: (listener) => real.subscribe(listener),
-    async propose(proposal, options) {
-      if (proposal.kind !== "reportReplicaFailure") return real.propose(proposal, options);
-      seen.reports++;
-      if ((await gate) === "fail") throw new HesError("HES_INVALID_ARGUMENT", "refused (test)");
-      return real.propose(proposal, options);
-    },
-  };
+  const control = withPropose(real, async (proposal, options) => {
+    if (proposal.kind !== "reportReplicaFailure") return real.propose(proposal, options);
+    seen.reports++;
+    if ((await gate) === "fail") throw new HesError("HES_INVALID_ARGUMENT", "refused (test)");
+    return real.propose(proposal, options);
+  });
   return { control, seen, release };
 }
 

@@ -9,10 +9,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { HesError, isHesError, type NodeId } from "@hes/base";
-import type { ClusterControl } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
 import { VOLUME_REPORT_DEADLINE_MS } from "../src/limits.js";
-import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+import { MiB, pattern, startCluster, type TestCluster, withPropose } from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -28,19 +27,13 @@ type Mode = "lost" | "applied-unknown" | "never";
 function flakyControl(nodeId: NodeId, mode: Mode, failures: number) {
   const real = t.cluster.control(nodeId);
   const seen = { reports: 0 };
-  const control: ClusterControl = {
-    nodeId: real.nodeId,
-    view: () => real.view(),
-    sync: (options) => real.sync(options),
-    subscribe: (listener) => real.subscribe(listener),
-    async propose(proposal, options) {
-      if (proposal.kind !== "reportReplicaFailure") return real.propose(proposal, options);
-      seen.reports++;
-      if (mode !== "never" && seen.reports > failures) return real.propose(proposal, options);
-      if (mode === "applied-unknown") await real.propose(proposal, options);
-      throw new HesError("HES_UNAVAILABLE", "forwarding to node 3 failed: connection refused");
-    },
-  };
+  const control = withPropose(real, async (proposal, options) => {
+    if (proposal.kind !== "reportReplicaFailure") return real.propose(proposal, options);
+    seen.reports++;
+    if (mode !== "never" && seen.reports > failures) return real.propose(proposal, options);
+    if (mode === "applied-unknown") await real.propose(proposal, options);
+    throw new HesError("HES_UNAVAILABLE", "forwarding to node 3 failed: connection refused");
+  });
   return { control, seen };
 }
 

@@ -10,9 +10,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { HesError } from "@hes/base";
-import type { ClusterControl } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
-import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+import { MiB, pattern, startCluster, type TestCluster, withPropose } from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -26,19 +25,13 @@ after(async () => {
 function refusingReports() {
   const real = t.cluster.control(1);
   const refuse = { on: false, refused: 0 };
-  const control: ClusterControl = {
-    nodeId: real.nodeId,
-    view: () => real.view(),
-    sync: (options) => real.sync(options),
-    subscribe: (listener) => real.subscribe(listener),
-    async propose(proposal, options) {
-      if (refuse.on && proposal.kind === "reportReplicaFailure") {
-        refuse.refused++;
-        throw new HesError("HES_INVALID_ARGUMENT", "refused (test)");
-      }
-      return real.propose(proposal, options);
-    },
-  };
+  const control = withPropose(real, async (proposal, options) => {
+    if (refuse.on && proposal.kind === "reportReplicaFailure") {
+      refuse.refused++;
+      throw new HesError("HES_INVALID_ARGUMENT", "refused (test)");
+    }
+    return real.propose(proposal, options);
+  });
   return { control, refuse };
 }
 
