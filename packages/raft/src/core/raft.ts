@@ -121,13 +121,6 @@ export class RaftCore {
 
   private term: number;
   private vote: NodeId;
-  /**
-   * Started from nothing (no term, vote or entry: a new member, or one whose disk was lost
-   * and that came back under its old id) and has heard no leader since. It may have voted
-   * before under this id, in a term it has forgotten: until a leader is heard it grants no
-   * vote to a candidate that has a log, so it cannot vote twice in one term.
-   */
-  private blank: boolean;
   private lead: NodeId = 0;
   private role: Role = "follower";
   private readonly log: RaftLog;
@@ -184,8 +177,6 @@ export class RaftCore {
     this.log = new RaftLog(initial.snapshot, initial.entries, initial.hardState.commit);
     this.term = initial.hardState.term;
     this.vote = initial.hardState.vote;
-    this.blank =
-      initial.hardState.term === 0 && initial.hardState.vote === 0 && this.log.lastIndex() === 0;
     assert(this.term >= this.log.lastTerm(), "stored term older than the stored log");
     this.persistedHard = { term: this.term, vote: this.vote, commit: this.log.committed };
     this.syncConfig();
@@ -492,8 +483,6 @@ export class RaftCore {
     assert(this.role === "candidate", "only a candidate becomes leader");
     this.reset(this.term);
     this.lead = this.id;
-    // Won a majority with an empty log: every voter's log was empty (a new cluster).
-    this.blank = false;
     this.role = "leader";
     const next = this.log.lastIndex() + 1;
     for (const id of [...this.voters, ...this.learners]) {
@@ -597,17 +586,6 @@ export class RaftCore {
 
   private handleVoteRequest(m: Message): void {
     const isPre = m.type === MessageType.PreVote;
-    if (this.blank && m.index > 0) {
-      // This member may have voted in this very term before its state was lost: it votes
-      // again once it has heard a leader (in a new cluster every candidate's log is empty).
-      this.logger.info(
-        { from: m.from, term: m.term },
-        `rejected ${isPre ? "pre-vote" : "vote"} from ${m.from}: started blank, no leader heard yet`,
-      );
-      const responseType = isPre ? MessageType.PreVoteResponse : MessageType.VoteResponse;
-      this.send({ type: responseType, to: m.from, reject: true });
-      return;
-    }
     const canVote =
       this.vote === m.from || (this.vote === 0 && this.lead === 0) || (isPre && m.term > this.term);
     const responseType = isPre ? MessageType.PreVoteResponse : MessageType.VoteResponse;
@@ -660,23 +638,16 @@ export class RaftCore {
 
   // ─── Follower ──────────────────────────────────────────────────────────────────────────
 
-  private heardLeader(from: NodeId): void {
-    this.lead = from;
-    if (!this.blank) return;
-    this.blank = false;
-    this.logger.debug({ lead: from }, `heard leader ${from}: votes again`);
-  }
-
   private stepFollower(m: Message): void {
     switch (m.type) {
       case MessageType.Append:
         this.electionElapsed = 0;
-        this.heardLeader(m.from);
+        this.lead = m.from;
         this.handleAppend(m);
         return;
       case MessageType.Heartbeat:
         this.electionElapsed = 0;
-        this.heardLeader(m.from);
+        this.lead = m.from;
         if (m.commit > this.log.lastIndex()) {
           // The leader counted entries this log no longer has (it was lost with the disk):
           // commit what is here; the leader's next probe finds the gap and refills it.
@@ -690,7 +661,7 @@ export class RaftCore {
         return;
       case MessageType.Snapshot:
         this.electionElapsed = 0;
-        this.heardLeader(m.from);
+        this.lead = m.from;
         this.handleSnapshot(m);
         return;
       case MessageType.TimeoutNow:
