@@ -234,11 +234,12 @@ export class Volume implements BlockDevice {
   private proposingEpoch = false;
   /**
    * Chunks where a mutation failed after it was sent (its outcome unknown: it may be on some
-   * replicas and not others), with the epoch it was sent under. Nothing is served until they
-   * are settled (`settle`): a read could otherwise see the write on one replica and then, from
-   * another, not see it.
+   * replicas and not others), with the epoch it was sent under and whether a copy of it may
+   * still be on its way to a replica (a call timed out, was aborted or lost its connection,
+   * rather than being refused). Nothing is served until they are settled (`settle`): a read
+   * could otherwise see the write on one replica and then, from another, not see it.
    */
-  private readonly unsettled = new Map<number, number>();
+  private readonly unsettled = new Map<number, { epoch: number; inFlight: boolean }>();
   private settling: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
   /** Per follower node: when its last failure was logged, and how many were not since. */
@@ -447,8 +448,9 @@ export class Volume implements BlockDevice {
 
   /**
    * Makes the replicas of every unsettled chunk equal again, with the whole volume held: a new
-   * epoch first when a failed mutation was sent under the current one (a replica sealed with
-   * it refuses that mutation should it still arrive), then seal + reconcile. The failed
+   * epoch first when a failed mutation sent under the current one may still be on its way (a
+   * replica sealed with the new one refuses it should it arrive; a refused write needs none,
+   * which spares the volume's epochs), then seal + reconcile. The failed
    * mutation ends up on every in-sync replica or on none, so what one read saw, all later
    * reads see. Replicas whose failure report did not land take writes again once reconciled.
    * On failure nothing is served (each operation retries the settle), since the replicas may
@@ -461,7 +463,7 @@ export class Volume implements BlockDevice {
         this.checkUsable();
         const chunks = [...this.unsettled];
         if (chunks.length === 0) return;
-        if (chunks.some(([, epoch]) => epoch >= this.epochValue)) {
+        if (chunks.some(([, u]) => u.inFlight && u.epoch >= this.epochValue)) {
           await this.newEpoch("settling failed mutations");
         }
         for (const [chunkIndex] of chunks) {
@@ -470,7 +472,7 @@ export class Volume implements BlockDevice {
           state.repairing = false;
         }
         await Promise.all(chunks.map(([chunkIndex]) => this.prepare(chunkIndex)));
-        for (const [chunkIndex, epoch] of chunks) {
+        for (const [chunkIndex, settled] of chunks) {
           const state = this.chunkState(chunkIndex);
           const record = this.view.chunk(this.volumeId, chunkIndex);
           const inSync = new Set(
@@ -479,7 +481,7 @@ export class Volume implements BlockDevice {
           for (const nodeId of state.leaving) {
             if (inSync.has(nodeId) && !state.reporting.has(nodeId)) state.leaving.delete(nodeId);
           }
-          if (this.unsettled.get(chunkIndex) === epoch) this.unsettled.delete(chunkIndex);
+          if (this.unsettled.get(chunkIndex) === settled) this.unsettled.delete(chunkIndex);
         }
         this.log.info(
           { chunks: chunks.map(([chunkIndex]) => chunkIndex) },
@@ -979,12 +981,24 @@ export class Volume implements BlockDevice {
     const targets = this.writeTargets(record, state);
     const followers = this.followerTargets(record, state);
     const epoch = this.epochValue;
+    const errors: unknown[] = [];
     try {
-      await this.sendMutation(chunkIndex, seq, signal, call, state, targets, followers);
+      await this.sendMutation(chunkIndex, seq, signal, call, state, targets, followers, errors);
     } catch (error) {
       // Sent, and maybe applied somewhere: nothing is served until the chunk is settled. A
       // fenced owner serves nothing more; the next owner's takeover reconciles.
-      if (this.fencedError === undefined) this.unsettled.set(chunkIndex, epoch);
+      if (this.fencedError === undefined) {
+        const before = this.unsettled.get(chunkIndex);
+        const inFlight = errors.some(
+          (e) =>
+            !(e instanceof HesError) ||
+            isHesError(e, "HES_TIMEOUT", "HES_UNAVAILABLE", "HES_ABORTED"),
+        );
+        this.unsettled.set(chunkIndex, {
+          epoch: Math.max(epoch, before?.epoch ?? 0),
+          inFlight: inFlight || before?.inFlight === true,
+        });
+      }
       throw error;
     }
   }
@@ -998,6 +1012,7 @@ export class Volume implements BlockDevice {
     state: ChunkState,
     targets: readonly NodeId[],
     followers: readonly NodeId[],
+    errors: unknown[],
   ): Promise<void> {
     const chunk = this.chunkId(chunkIndex);
     for (const nodeId of targets) {
@@ -1008,7 +1023,10 @@ export class Volume implements BlockDevice {
     const send = (nodeId: NodeId) =>
       this.callReplica(nodeId, "write", signal, (replica, o) =>
         call(replica, chunk, { epoch: this.epochValue, seq, ...o }),
-      );
+      ).catch((error: unknown) => {
+        errors.push(error);
+        throw error;
+      });
     const followed = Promise.allSettled(followers.map(send));
     const results = await Promise.allSettled(targets.map(send));
     let acknowledged = 0;
