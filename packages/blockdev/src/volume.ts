@@ -15,7 +15,8 @@
  *   watermark `safeSeq`): the in-sync set in the map always holds every acknowledged write.
  *   HES_FENCED from any replica or from the map fences this volume.
  * - A mutation that failed after it was sent leaves its chunk unsettled: nothing is served
- *   until `settle` (a new epoch, then seal + reconcile) made its replicas equal again.
+ *   until `settle` (a new epoch if a copy may still arrive, then seal + reconcile) made its
+ *   replicas equal again.
  * - Reads go to the local in-sync replica, else another in-sync one; a block failing its
  *   checksum is read from another replica and rewritten on the bad one.
  */
@@ -450,11 +451,10 @@ export class Volume implements BlockDevice {
    * Makes the replicas of every unsettled chunk equal again, with the whole volume held: a new
    * epoch first when a failed mutation sent under the current one may still be on its way (a
    * replica sealed with the new one refuses it should it arrive; a refused write needs none,
-   * which spares the volume's epochs), then seal + reconcile. The failed
-   * mutation ends up on every in-sync replica or on none, so what one read saw, all later
-   * reads see. Replicas whose failure report did not land take writes again once reconciled.
-   * On failure nothing is served (each operation retries the settle), since the replicas may
-   * still differ.
+   * which spares the volume's epochs), then seal + reconcile. The failed mutation ends up on
+   * every in-sync replica or on none, so what one read saw, all later reads see. Replicas
+   * whose failure report did not land take writes again once reconciled. On failure nothing is
+   * served (each operation retries the settle), since the replicas may still differ.
    */
   private settle(): Promise<void> {
     this.settling ??= (async () => {

@@ -131,6 +131,38 @@ export function withPropose(
   };
 }
 
+/**
+ * `directory`, with every replica's `write` passed through `around(nodeId, write)`, where
+ * `write()` makes the real call (a test can hold, count or time it).
+ */
+export function aroundWrites(
+  directory: ReplicaDirectory,
+  around: (nodeId: NodeId, write: () => Promise<unknown>) => Promise<unknown>,
+): ReplicaDirectory {
+  return {
+    replica(nodeId) {
+      const replica = directory.replica(nodeId);
+      return new Proxy(replica, {
+        get(target, property, receiver) {
+          const value = Reflect.get(target, property, receiver);
+          if (property !== "write" || typeof value !== "function") return value;
+          return (...args: unknown[]) =>
+            around(nodeId, () => value.apply(target, args) as Promise<unknown>);
+        },
+      }) as ChunkReplica;
+    },
+  };
+}
+
+/** Resolves once `ready()` holds, checking every turn of the event loop, for at most `ms`. */
+export async function until(ready: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
 /** Deterministic bytes for (seed, length). */
 export function pattern(seed: number, length: number): Uint8Array {
   const data = new Uint8Array(length);

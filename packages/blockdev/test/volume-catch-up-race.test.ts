@@ -14,9 +14,9 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { NodeId } from "@hes/base";
-import { type ChunkReplica, Mover, type ReplicaDirectory } from "@hes/replication";
+import { Mover } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
-import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+import { aroundWrites, MiB, pattern, startCluster, type TestCluster, until } from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -28,14 +28,6 @@ after(async () => {
 
 const BLOCK = 4096;
 
-async function until(ready: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
-
 /** t.directory, with writes to `held` nodes waiting for `release()` while `hold.on`. */
 function holdingDirectory(held: readonly NodeId[]) {
   let release!: () => void;
@@ -43,25 +35,13 @@ function holdingDirectory(held: readonly NodeId[]) {
     release = resolve;
   });
   const hold = { on: false, waiting: 0 };
-  const directory: ReplicaDirectory = {
-    replica(nodeId) {
-      const replica = t.directory.replica(nodeId);
-      if (!held.includes(nodeId)) return replica;
-      return new Proxy(replica, {
-        get(target, property, receiver) {
-          const value = Reflect.get(target, property, receiver);
-          if (property !== "write" || typeof value !== "function") return value;
-          return async (...args: unknown[]) => {
-            if (hold.on) {
-              hold.waiting++;
-              await gate;
-            }
-            return value.apply(target, args);
-          };
-        },
-      }) as ChunkReplica;
-    },
-  };
+  const directory = aroundWrites(t.directory, async (nodeId, write) => {
+    if (hold.on && held.includes(nodeId)) {
+      hold.waiting++;
+      await gate;
+    }
+    return write();
+  });
   return { directory, hold, release };
 }
 

@@ -10,9 +10,16 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { HesError, isHesError, type NodeId } from "@hes/base";
-import type { ChunkReplica, ReplicaDirectory } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
-import { MiB, pattern, startCluster, type TestCluster, withPropose } from "./fixture.js";
+import {
+  aroundWrites,
+  MiB,
+  pattern,
+  startCluster,
+  type TestCluster,
+  until,
+  withPropose,
+} from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -42,30 +49,12 @@ function heldReports(nodeId: NodeId) {
 /** t.directory, counting writes that settled at each node. */
 function countingDirectory() {
   const settled = new Map<NodeId, number>();
-  const directory: ReplicaDirectory = {
-    replica(nodeId) {
-      const replica = t.directory.replica(nodeId);
-      return new Proxy(replica, {
-        get(target, property, receiver) {
-          const value = Reflect.get(target, property, receiver);
-          if (property !== "write" || typeof value !== "function") return value;
-          return (...args: unknown[]) =>
-            (value.apply(target, args) as Promise<unknown>).finally(() => {
-              settled.set(nodeId, (settled.get(nodeId) ?? 0) + 1);
-            });
-        },
-      }) as ChunkReplica;
-    },
-  };
+  const directory = aroundWrites(t.directory, (nodeId, write) =>
+    write().finally(() => {
+      settled.set(nodeId, (settled.get(nodeId) ?? 0) + 1);
+    }),
+  );
   return { directory, settled };
-}
-
-async function until(what: string, condition: () => boolean) {
-  for (let turn = 0; turn < 10_000; turn++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  assert.fail(`timed out waiting for ${what}`);
 }
 
 async function twoWritesMissingOneReplica(name: string, outcome: "land" | "fail") {
@@ -88,10 +77,10 @@ async function twoWritesMissingOneReplica(name: string, outcome: "land" | "fail"
     }),
   );
   const outcomes = Promise.allSettled(writes);
-  await until("the report and both writes at the healthy replicas", () => {
+  await until(() => {
     const done = healthy.every((n) => (settled.get(n) ?? 0) - (before.get(n) ?? 0) >= 2);
     return seen.reports === 1 && done && victim.faultedCalls >= 2;
-  });
+  }, "the report and both writes at the healthy replicas");
   for (let turn = 0; turn < 50; turn++) await new Promise((resolve) => setImmediate(resolve));
   assert.deepEqual(acked, [false, false], "a write was acknowledged before the report landed");
   release(outcome);

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import type { NodeId } from "@hes/base";
-import { type ClusterControl, Mover, type ReplicaDirectory } from "@hes/replication";
-import { MiB, pattern, startCluster, type TestCluster } from "./fixture.js";
+import { Mover, type ReplicaDirectory } from "@hes/replication";
+import { MiB, pattern, startCluster, type TestCluster, until, withPropose } from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -20,15 +20,6 @@ after(async () => {
 });
 
 const BLOCK = 4096;
-
-/** Resolves once `ready()` holds, checking every turn of the event loop, for at most `ms`. */
-async function until(ready: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ready()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
 
 test("a rebuild racing a writer holds every acknowledged write once the originals are gone", async () => {
   const manager = t.manager(1);
@@ -70,20 +61,14 @@ test("a rebuild racing a writer holds every acknowledged write once the original
   // The mover's control: the caught-up report waits until more writes were acknowledged.
   const inner = t.cluster.control(spare);
   let held = 0;
-  const control: ClusterControl = {
-    nodeId: spare,
-    view: () => inner.view(),
-    sync: (options) => inner.sync(options),
-    subscribe: (listener) => inner.subscribe(listener),
-    async propose(proposal, options) {
-      if (proposal.kind === "reportReplicaCaughtUp") {
-        const target = acked + 8;
-        await until(() => acked >= target, 20_000, "writes after the last pass");
-        held++;
-      }
-      return inner.propose(proposal, options);
-    },
-  };
+  const control = withPropose(inner, async (proposal, options) => {
+    if (proposal.kind === "reportReplicaCaughtUp") {
+      const target = acked + 8;
+      await until(() => acked >= target, "writes after the last pass", 20_000);
+      held++;
+    }
+    return inner.propose(proposal, options);
+  });
   const replicas: ReplicaDirectory = {
     replica: (nodeId) => (t.nodes[nodeId - 1] as (typeof t.nodes)[number]).replica,
   };

@@ -11,9 +11,15 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { HesError, isHesError, type NodeId } from "@hes/base";
-import type { ChunkReplica, ReplicaDirectory } from "@hes/replication";
 import { VolumeManager } from "../src/index.js";
-import { MiB, pattern, startCluster, type TestCluster, withPropose } from "./fixture.js";
+import {
+  aroundWrites,
+  MiB,
+  pattern,
+  startCluster,
+  type TestCluster,
+  withPropose,
+} from "./fixture.js";
 
 let t: TestCluster;
 before(async () => {
@@ -96,25 +102,14 @@ function holdingDirectory() {
     }
     return entry;
   };
-  const directory: ReplicaDirectory = {
-    replica(nodeId) {
-      const replica = t.directory.replica(nodeId);
-      return new Proxy(replica, {
-        get(target, property, receiver) {
-          const value = Reflect.get(target, property, receiver);
-          if (property !== "write" || typeof value !== "function") return value;
-          return (...args: unknown[]) => {
-            if (!hold.on) return value.apply(target, args);
-            const call = gate(nodeId).opened.then(() => value.apply(target, args));
-            const calls = late.get(nodeId) ?? [];
-            calls.push(call.catch((error: unknown) => error));
-            late.set(nodeId, calls);
-            return call;
-          };
-        },
-      }) as ChunkReplica;
-    },
-  };
+  const directory = aroundWrites(t.directory, (nodeId, write) => {
+    if (!hold.on) return write();
+    const call = gate(nodeId).opened.then(write);
+    const calls = late.get(nodeId) ?? [];
+    calls.push(call.catch((error: unknown) => error));
+    late.set(nodeId, calls);
+    return call;
+  });
   return { directory, hold, release: (nodeId: NodeId) => gate(nodeId).open(), late };
 }
 
